@@ -1,0 +1,96 @@
+"""The MILE model: a BLIP/MISS-style generative VQA model of three towers.
+
+image    -> vision (ViT)                                    -> image states    (B, 1+N, Dv)
+question -> text_encoder (JTM): self-attn + cross-attn(image) -> question states (B, Lq, D)
+answer   -> text_decoder: causal self-attn + cross-attn(question) + LM head -> logits (B, La, V)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mile.model.config import MileConfig, validate
+from mile.model.text import TextDecoder, TextTower
+from mile.model.vision import VisionTower
+
+TOWERS = ("vision", "text_encoder", "text_decoder")
+
+
+@dataclass
+class VQAOutput:
+    loss: Tensor | None
+    logits: Tensor  # (B, La, V): the prediction for the token after each answer position
+
+
+class MileModel(nn.Module):
+    def __init__(self, config: MileConfig):
+        super().__init__()
+        validate(config)
+        self.config = config
+        self.vision = VisionTower(config.vision)
+        self.text_encoder = TextTower(config.text, context_width=config.vision.width, causal=False)
+        self.text_decoder = TextDecoder(config.text, context_width=config.text.width)
+        self.apply(_init_weights)
+
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        """pixels (B, 3, H, W) -> image states (B, 1+N, Dv)."""
+        return self.vision(pixels)
+
+    def encode_question(self, question_ids: Tensor, question_mask: Tensor, image_states: Tensor) -> Tensor:
+        """question ids (B, Lq) starting with [ENC], mask (B, Lq) -> question states (B, Lq, D)."""
+        return self.text_encoder(question_ids, question_mask, context=image_states)
+
+    def forward(
+        self,
+        question_ids: Tensor,
+        question_mask: Tensor,
+        answer_ids: Tensor,
+        answer_mask: Tensor,
+        pixels: Tensor | None = None,
+        image_states: Tensor | None = None,
+    ) -> VQAOutput:
+        """Teacher-forced training forward. answer ids (B, La) start with [DEC]; padding (answer_mask 0) is
+        ignored by the loss. Pass `image_states` instead of `pixels` to reuse cached vision features."""
+        if image_states is None:
+            if pixels is None:
+                raise ValueError("forward needs either pixels or image_states")
+            image_states = self.encode_image(pixels)
+        question_states = self.encode_question(question_ids, question_mask, image_states)
+        states = self.text_decoder(
+            answer_ids, answer_mask, context=question_states, context_mask=question_mask
+        )
+        logits = self.text_decoder.logits(states)
+        return VQAOutput(loss=self.answer_loss(logits, answer_ids, answer_mask), logits=logits)
+
+    def answer_loss(self, logits: Tensor, answer_ids: Tensor, answer_mask: Tensor) -> Tensor:
+        """Mean token cross-entropy (with label smoothing) of predicting each next answer token."""
+        targets = answer_ids[:, 1:].masked_fill(answer_mask[:, 1:] == 0, -100)
+        return F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+            targets.reshape(-1),
+            ignore_index=-100,
+            label_smoothing=self.config.label_smoothing,
+        )
+
+    def tower(self, name: str) -> nn.Module:
+        if name not in TOWERS:
+            raise ValueError(f"unknown tower {name!r}; towers: {list(TOWERS)}")
+        return getattr(self, name)
+
+
+@torch.no_grad()
+def _init_weights(module: nn.Module) -> None:
+    # BERT / BLIP initialisation; pretrained checkpoints overwrite whatever they cover.
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
