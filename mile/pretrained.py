@@ -63,7 +63,7 @@ def build(
         text_dir = Path(_need(text, "text", kind))
         tokenizer = MileTokenizer.from_dir(text_dir, **tok_kwargs)
         model, report = compose(
-            _need(vision, "vision", kind), text_dir, image_size or 224, _token_ids(tokenizer)
+            _need(vision, "vision", kind), text_dir, image_size or 224, tokenizer.special_ids()
         )
     elif kind == "mile":
         directory = Path(_need(path, "path", kind))
@@ -103,17 +103,6 @@ def _tokenizer(vocab: str | Path | None, directory: Path | None, kwargs: dict) -
     if directory is not None and (directory / VOCAB_FILE).is_file():
         return MileTokenizer.from_dir(directory, **kwargs)
     return MileTokenizer(bundled_vocab(), **kwargs)
-
-
-def _token_ids(tokenizer: MileTokenizer) -> dict[str, int]:
-    return {
-        "pad": tokenizer.pad_token_id,
-        "cls": tokenizer.cls_token_id,
-        "sep": tokenizer.sep_token_id,
-        "bos": tokenizer.bos_token_id,
-        "enc": tokenizer.enc_token_id,
-        "vocab_size": tokenizer.vocab_size,
-    }
 
 
 def _need(value, key: str, kind: str):

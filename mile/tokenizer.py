@@ -58,6 +58,17 @@ class MileTokenizer:
             raise ValueError(f"vocabulary {self.vocab_file} has no {token} token")
         return index
 
+    def special_ids(self) -> dict[str, int]:
+        """The ids a model must agree on, plus the vocabulary size."""
+        return {
+            "pad": self.pad_token_id,
+            "cls": self.cls_token_id,
+            "sep": self.sep_token_id,
+            "bos": self.bos_token_id,
+            "enc": self.enc_token_id,
+            "vocab_size": self.vocab_size,
+        }
+
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
