@@ -17,5 +17,7 @@ def shared_root() -> Path:
 def shared_dir() -> Path:
     root = shared_root()
     if not (root / "data").is_dir() or not (root / "weights").is_dir():
-        pytest.fail(f"shared assets not found at {root} (set MILE_SHARED to the folder holding data/ and weights/)")
+        pytest.fail(
+            f"shared assets not found at {root} (set MILE_SHARED to the folder holding data/ and weights/)"
+        )
     return root
