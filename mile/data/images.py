@@ -147,7 +147,9 @@ class ImageTransform:
                 f"unknown normalize preset {self.normalize!r}; valid presets: {sorted(NORMALIZE_PRESETS)}"
             )
 
-    def __call__(self, path: str | os.PathLike[str], generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, path: str | os.PathLike[str], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         image = open_image(path, max_pixels=self.max_pixels)
         if self.augment is not None:
             image = self.augment.geometric(image, generator)

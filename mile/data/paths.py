@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mile.data.errors import PathEscapeError
+from mile.data.errors import DataError, PathEscapeError
 
 
 def resolve_image_path(root: str | os.PathLike[str], relative: str, *, where: str = "") -> Path:
@@ -33,10 +33,33 @@ def resolve_image_path(root: str | os.PathLike[str], relative: str, *, where: st
     try:
         resolved = joined.resolve()
     except (OSError, RuntimeError) as exc:  # symlink loops, over-long names
-        raise PathEscapeError(f"{prefix}cannot resolve image path {relative!r} under {root_resolved}: {exc}") from exc
+        raise PathEscapeError(
+            f"{prefix}cannot resolve image path {relative!r} under {root_resolved}: {exc}"
+        ) from exc
     if not resolved.is_relative_to(root_resolved):
         raise PathEscapeError(
             f"{prefix}image path {relative!r} resolves to {resolved}, outside the dataset root {root_resolved}; "
             "expected a path inside the root (no '..', no absolute path elsewhere, no symlink leading out)"
         )
     return resolved
+
+
+def existing_dir(root: str | os.PathLike[str], what: str) -> Path:
+    """`root` as a resolved Path, or a `DataError` saying which dataset root is missing."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"{what} root {str(path)!r} is not a directory (set the dataset root to the folder "
+            "that holds the split files)"
+        )
+    return path.resolve()
+
+
+def split_file(root: Path, split: str, files: dict[str, str], what: str) -> Path:
+    """The file of `split` under `root`; unknown split names and missing files are `DataError`s."""
+    if split not in files:
+        raise DataError(f"unknown {what} split {split!r}; valid splits: {sorted(files)}")
+    path = root / files[split]
+    if not path.is_file():
+        raise DataError(f"{what} split {split!r}: file {path} does not exist")
+    return path

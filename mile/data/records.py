@@ -106,7 +106,8 @@ class BadRecords:
             "n_bad": self.n_bad,
             "counts": self.counts,
             "items": [
-                {"index": b.index, "id": b.id, "reason": b.reason.value, "detail": b.detail} for b in self.items
+                {"index": b.index, "id": b.id, "reason": b.reason.value, "detail": b.detail}
+                for b in self.items
             ],
         }
 
@@ -159,7 +160,9 @@ def read_json_list(path: Path) -> list[Any]:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records at the top level, got {type(data).__name__}")
+        raise DataError(
+            f"{path}: expected a JSON list of records at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -201,7 +204,9 @@ def get_str(record: dict[str, Any], key: str, *, required: bool = True, default:
         return default
     value = get_field(record, key)
     if not isinstance(value, str):
-        raise BadRecordError(Reason.WRONG_TYPE, f"field {key!r} should be a string, got {type(value).__name__}")
+        raise BadRecordError(
+            Reason.WRONG_TYPE, f"field {key!r} should be a string, got {type(value).__name__}"
+        )
     return value.strip()
 
 
@@ -246,11 +251,18 @@ def get_id(record: dict[str, Any], key: str) -> str:
 def normalise_answer_type(value: Any, key: str = "answer_type") -> str:
     """'OPEN' or 'CLOSED' after stripping and upper-casing (VQA-RAD has 'CLOSED ' with a trailing space)."""
     if not isinstance(value, str):
-        raise BadRecordError(Reason.WRONG_TYPE, f"field {key!r} should be a string, got {type(value).__name__}")
+        raise BadRecordError(
+            Reason.WRONG_TYPE, f"field {key!r} should be a string, got {type(value).__name__}"
+        )
     normalised = value.strip().upper()
     if normalised not in ANSWER_TYPES:
         raise BadRecordError(Reason.BAD_VALUE, f"field {key!r} is {value!r}, expected one of {ANSWER_TYPES}")
     return normalised
+
+
+def get_answer_type(record: dict[str, Any], key: str = "answer_type") -> str:
+    """The record's answer type, required and normalised by `normalise_answer_type`."""
+    return normalise_answer_type(get_field(record, key), key)
 
 
 def display_id(record: Any, key: str, index: int) -> str:
@@ -328,7 +340,9 @@ def collect_samples(
         except BadRecordError as exc:
             bad.items.append(BadRecord(index, display_id(record, id_key, index), exc.reason, exc.detail))
         except PathEscapeError as exc:
-            bad.items.append(BadRecord(index, display_id(record, id_key, index), Reason.PATH_ESCAPE, str(exc)))
+            bad.items.append(
+                BadRecord(index, display_id(record, id_key, index), Reason.PATH_ESCAPE, str(exc))
+            )
         else:
             ids.add(sample.id)
             samples.append(sample)

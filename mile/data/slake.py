@@ -1,0 +1,87 @@
+"""SLAKE 1.0 (Liu et al., ISBI 2021), read from its official split files.
+
+Layout under the root: `train.json`, `validate.json`, `test.json` (lists of records with `qid`, `img_name` such as
+`xmlab1/source.jpg`, `question`, `answer`, `answer_type` OPEN/CLOSED, `q_lang` en/zh, `content_type`, `location`,
+`modality`, ...) and the images at `imgs/<img_name>`. Each file mixes English and Chinese questions; the paper uses
+the English part, hence `lang="en"` by default.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mile.data.errors import DataError
+from mile.data.images import DEFAULT_MAX_PIXELS
+from mile.data.paths import existing_dir, resolve_image_path, split_file
+from mile.data.records import (
+    BadRecordError,
+    LoadResult,
+    Reason,
+    collect_samples,
+    get_answer,
+    get_answer_type,
+    get_id,
+    get_question,
+    get_str,
+    read_json_list,
+)
+from mile.data.sample import Sample
+
+SLAKE_FILES = {"train": "train.json", "validate": "validate.json", "test": "test.json"}
+LANGUAGES = ("en", "zh", "all")
+_RECORD_LANGUAGES = ("en", "zh")
+_EXTRA_KEYS = ("q_lang", "location", "modality", "base_type", "img_id")
+_EXPECTED = "fields qid, img_name, question, answer, answer_type, q_lang (SLAKE format)"
+
+
+def load_slake(
+    root: str | os.PathLike[str],
+    split: str = "train",
+    *,
+    lang: str = "en",
+    verify_images: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> LoadResult:
+    """Load one SLAKE split. `lang` keeps English (`en`), Chinese (`zh`) or `all` questions.
+
+    Records of the other language are skipped, not counted as bad. `question_type` is SLAKE's `content_type`
+    and the id is `str(qid)`. Bad records are counted in the result's `bad` report (see `mile.data.records`).
+    """
+    if lang not in LANGUAGES:
+        raise DataError(f"unknown SLAKE language filter lang={lang!r}; valid: {list(LANGUAGES)}")
+    base = existing_dir(root, "SLAKE")
+    file = split_file(base, split, SLAKE_FILES, "SLAKE")
+    images = base / "imgs"
+
+    def parse(index: int, record: dict[str, Any]) -> Sample | None:
+        q_lang = get_str(record, "q_lang")
+        if q_lang not in _RECORD_LANGUAGES:
+            raise BadRecordError(
+                Reason.BAD_VALUE, f"q_lang is {q_lang!r}, expected one of {_RECORD_LANGUAGES}"
+            )
+        if lang != "all" and q_lang != lang:
+            return None
+        sample_id = get_id(record, "qid")
+        where = f"{file}, record {index} (qid {sample_id})"
+        return Sample(
+            id=sample_id,
+            image=resolve_image_path(images, get_str(record, "img_name"), where=where),
+            question=get_question(record),
+            answer=get_answer(record),
+            answer_type=get_answer_type(record),
+            question_type=get_str(record, "content_type", required=False),
+            source="slake",
+            extra={key: record[key] for key in _EXTRA_KEYS if key in record},
+        )
+
+    records = read_json_list(file)
+    return collect_samples(
+        file,
+        records,
+        parse,
+        id_key="qid",
+        expected=_EXPECTED,
+        verify_images=verify_images,
+        max_pixels=max_pixels,
+    )

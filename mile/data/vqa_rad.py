@@ -1,0 +1,74 @@
+"""VQA-RAD (Lau et al., Scientific Data 2018), from the common train/test split or the original public file.
+
+Layout under the root: `trainset.json` (3,064 records) and `testset.json` (451), records with `qid`, `image_name`,
+`question`, `answer`, `answer_type`, `question_type`, `image_organ`, `phrase_type`; images in `images/`. The
+original release `VQA_RAD_Dataset_Public.json` (2,248 records, more fields) is split `public`.
+
+Quirks handled here: `answer_type` occurs as `"CLOSED "` (trailing space), so it is stripped and upper-cased and
+anything but OPEN/CLOSED is a bad record; a few answers are JSON numbers (e.g. 4), which become text; one public
+`qid` is the string "0" while the others are integers, so ids are always `str(qid)`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mile.data.images import DEFAULT_MAX_PIXELS
+from mile.data.paths import existing_dir, resolve_image_path, split_file
+from mile.data.records import (
+    LoadResult,
+    collect_samples,
+    get_answer,
+    get_answer_type,
+    get_id,
+    get_question,
+    get_str,
+    read_json_list,
+)
+from mile.data.sample import Sample
+
+VQA_RAD_FILES = {"train": "trainset.json", "test": "testset.json", "public": "VQA_RAD_Dataset_Public.json"}
+_EXTRA_KEYS = ("image_organ", "phrase_type")
+_EXPECTED = "fields qid, image_name, question, answer, answer_type (VQA-RAD format)"
+
+
+def load_vqa_rad(
+    root: str | os.PathLike[str],
+    split: str = "train",
+    *,
+    verify_images: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> LoadResult:
+    """Load VQA-RAD split `train`, `test` or `public` (the original release file).
+
+    `question_type` is VQA-RAD's own label (e.g. `PRES`, `POS`, or combined ones such as `PRES, POS`), kept as is.
+    """
+    base = existing_dir(root, "VQA-RAD")
+    file = split_file(base, split, VQA_RAD_FILES, "VQA-RAD")
+    images = base / "images"
+
+    def parse(index: int, record: dict[str, Any]) -> Sample:
+        sample_id = get_id(record, "qid")
+        where = f"{file}, record {index} (qid {sample_id})"
+        return Sample(
+            id=sample_id,
+            image=resolve_image_path(images, get_str(record, "image_name"), where=where),
+            question=get_question(record),
+            answer=get_answer(record),
+            answer_type=get_answer_type(record),
+            question_type=get_str(record, "question_type", required=False),
+            source="vqa_rad",
+            extra={key: record[key] for key in _EXTRA_KEYS if key in record},
+        )
+
+    records = read_json_list(file)
+    return collect_samples(
+        file,
+        records,
+        parse,
+        id_key="qid",
+        expected=_EXPECTED,
+        verify_images=verify_images,
+        max_pixels=max_pixels,
+    )
