@@ -31,7 +31,7 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "slake": DatasetSpec(load_slake, "train", ("train", "validate", "test"), _COMMON_OPTIONS | {"lang"}),
+    "slake": DatasetSpec(load_slake, "train", ("train", "validate", "test"), _COMMON_OPTIONS | {"language"}),
     "vqa_rad": DatasetSpec(load_vqa_rad, "train", ("train", "test", "public"), _COMMON_OPTIONS),
     "vqa_rad_public": DatasetSpec(load_vqa_rad, "public", ("public",), _COMMON_OPTIONS),
     "generic": DatasetSpec(load_generic, "train", None, _COMMON_OPTIONS | {"image_root"}),
@@ -54,7 +54,7 @@ def load_dataset(
 ) -> LoadResult:
     """Load split `split` (default: the dataset's usual one) of dataset `name` from `root`.
 
-    `options` go to the loader (e.g. `lang="all"` for SLAKE, `image_root=` for generic files,
+    `options` go to the loader (e.g. `language="all"` for SLAKE, `image_root=` for generic files,
     `verify_images=True` for all). Raises `DataError` for unknown names, splits or options, and when more than
     `max_bad_fraction` of the records are bad.
     """

@@ -3,7 +3,7 @@
 Layout under the root: `train.json`, `validate.json`, `test.json` (lists of records with `qid`, `img_name` such as
 `xmlab1/source.jpg`, `question`, `answer`, `answer_type` OPEN/CLOSED, `q_lang` en/zh, `content_type`, `location`,
 `modality`, ...) and the images at `imgs/<img_name>`. Each file mixes English and Chinese questions; the paper uses
-the English part, hence `lang="en"` by default.
+the English part, hence `language="en"` by default.
 """
 
 from __future__ import annotations
@@ -39,17 +39,17 @@ def load_slake(
     root: str | os.PathLike[str],
     split: str = "train",
     *,
-    lang: str = "en",
+    language: str = "en",
     verify_images: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadResult:
-    """Load one SLAKE split. `lang` keeps English (`en`), Chinese (`zh`) or `all` questions.
+    """Load one SLAKE split. `language` keeps English (`en`), Chinese (`zh`) or `all` questions.
 
     Records of the other language are skipped, not counted as bad. `question_type` is SLAKE's `content_type`
     and the id is `str(qid)`. Bad records are counted in the result's `bad` report (see `mile.data.records`).
     """
-    if lang not in LANGUAGES:
-        raise DataError(f"unknown SLAKE language filter lang={lang!r}; valid: {list(LANGUAGES)}")
+    if language not in LANGUAGES:
+        raise DataError(f"unknown SLAKE language filter language={language!r}; valid: {list(LANGUAGES)}")
     base = existing_dir(root, "SLAKE")
     file = split_file(base, split, SLAKE_FILES, "SLAKE")
     images = base / "imgs"
@@ -60,7 +60,7 @@ def load_slake(
             raise BadRecordError(
                 Reason.BAD_VALUE, f"q_lang is {q_lang!r}, expected one of {_RECORD_LANGUAGES}"
             )
-        if lang != "all" and q_lang != lang:
+        if language != "all" and q_lang != language:
             return None
         sample_id = get_id(record, "qid")
         where = f"{file}, record {index} (qid {sample_id})"
