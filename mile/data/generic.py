@@ -18,6 +18,7 @@ directory holding `<split>.jsonl` or `<split>.json`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from mile.data.records import (
 from mile.data.sample import Sample
 
 SUFFIXES = (".jsonl", ".json")
+_NON_WORD = re.compile(r"[\W_]+")
 _KNOWN_KEYS = {"image", "question", "answer", "id", "answer_type", "question_type"}
 _EXPECTED = (
     "required fields image, question, answer and optional id, answer_type, question_type (generic format)"
@@ -62,8 +64,11 @@ def find_generic_file(root: str | os.PathLike[str], split: str = "train") -> Pat
 
 
 def default_answer_type(answer: str) -> str:
-    """CLOSED for a yes/no answer, OPEN otherwise (the `yesno` rule), used when a record gives none."""
-    return "CLOSED" if answer.strip().lower() in ("yes", "no") else "OPEN"
+    """CLOSED for a yes/no answer (case and punctuation ignored, as the metrics' `yesno` rule does), else OPEN.
+
+    Used when a record gives no `answer_type`.
+    """
+    return "CLOSED" if _NON_WORD.sub(" ", answer).strip().lower() in ("yes", "no") else "OPEN"
 
 
 def load_generic(
