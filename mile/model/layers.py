@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 class Mlp(nn.Module):
@@ -54,3 +55,9 @@ def drop_path_rates(rate: float, depth: int) -> list[float]:
     if depth <= 1:
         return [0.0] * depth
     return [rate * i / (depth - 1) for i in range(depth)]
+
+
+def checkpointed(module: nn.Module, *args) -> Tensor:
+    """Run `module` without keeping its activations; they are recomputed in backward. Non-reentrant, so it is
+    correct when the inputs need no grad (frozen embeddings) and with adapters inside the module."""
+    return checkpoint(module, *args, use_reentrant=False)

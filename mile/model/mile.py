@@ -55,11 +55,18 @@ class MileModel(nn.Module):
     ) -> VQAOutput:
         """Teacher-forced training forward. answer ids (B, La) start with [DEC]; padding (answer_mask 0) is
         ignored by the loss. Pass `image_states` instead of `pixels` to reuse cached vision features."""
+        # A frozen prefix of the graph (vision, then vision + JTM) runs without autograd: no activations kept.
+        prefix_frozen = not is_trainable(self.vision)
         if image_states is None:
             if pixels is None:
                 raise ValueError("forward needs either pixels or image_states")
-            image_states = self.encode_image(pixels)
-        question_states = self.encode_question(question_ids, question_mask, image_states)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not prefix_frozen):
+                image_states = self.encode_image(pixels)
+        prefix_frozen = (
+            prefix_frozen and not is_trainable(self.text_encoder) and not image_states.requires_grad
+        )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not prefix_frozen):
+            question_states = self.encode_question(question_ids, question_mask, image_states)
         states = self.text_decoder(
             answer_ids, answer_mask, context=question_states, context_mask=question_mask
         )
@@ -76,10 +83,22 @@ class MileModel(nn.Module):
             label_smoothing=self.config.label_smoothing,
         )
 
+    def train(self, mode: bool = True) -> MileModel:
+        """Towers with nothing to train stay in eval mode (no dropout noise; deterministic cacheable features)."""
+        super().train(mode)
+        for name in TOWERS:
+            if mode and not is_trainable(getattr(self, name)):
+                getattr(self, name).eval()
+        return self
+
     def tower(self, name: str) -> nn.Module:
         if name not in TOWERS:
             raise ValueError(f"unknown tower {name!r}; towers: {list(TOWERS)}")
         return getattr(self, name)
+
+
+def is_trainable(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from mile.model.attention import Attention, KVCache
 from mile.model.config import TextConfig
-from mile.model.layers import DropPath, Mlp, drop_path_rates
+from mile.model.layers import DropPath, Mlp, checkpointed, drop_path_rates
 
 
 class TextEmbeddings(nn.Module):
@@ -81,6 +81,7 @@ class TextTower(nn.Module):
         self.embeddings = TextEmbeddings(cfg)
         rates = drop_path_rates(cfg.drop_path, cfg.depth)
         self.layers = nn.ModuleList(TextLayer(cfg, context_width, rate) for rate in rates)
+        self.gradient_checkpointing = False  # recompute block activations in backward (memory lever)
 
     def forward(
         self,
@@ -96,8 +97,12 @@ class TextTower(nn.Module):
         mask = None if mask is None or bool(mask.all()) else mask.bool()
         if context_mask is not None and bool(context_mask.all()):
             context_mask = None
+        recompute = self.gradient_checkpointing and self.training and cache is None
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, context, context_mask, self.causal, None if cache is None else cache[i])
+            if recompute:
+                x = checkpointed(layer, x, mask, context, context_mask, self.causal)
+            else:
+                x = layer(x, mask, context, context_mask, self.causal, None if cache is None else cache[i])
         return x
 
     def new_cache(self) -> list[LayerCache]:

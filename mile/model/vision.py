@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from mile.model.attention import Attention
 from mile.model.config import VisionConfig
-from mile.model.layers import DropPath, LayerScale, Mlp, drop_path_rates
+from mile.model.layers import DropPath, LayerScale, Mlp, checkpointed, drop_path_rates
 
 
 class VisionBlock(nn.Module):
@@ -40,6 +40,7 @@ class VisionTower(nn.Module):
         rates = drop_path_rates(cfg.drop_path, cfg.depth)
         self.blocks = nn.ModuleList(VisionBlock(cfg, rate) for rate in rates)
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.gradient_checkpointing = False  # recompute block activations in backward (memory lever)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
@@ -57,7 +58,7 @@ class VisionTower(nn.Module):
     def forward(self, pixels: Tensor) -> Tensor:
         x = self.embed(pixels)
         for block in self.blocks:
-            x = block(x)
+            x = checkpointed(block, x) if self.gradient_checkpointing and self.training else block(x)
         return self.norm(x)
 
 
