@@ -1,0 +1,98 @@
+"""The `mile` command: a thin face over the engine; each command parses arguments and calls one function."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="MILE: tower-by-tower PEFT for medical VQA."
+)
+
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="config overrides, e.g. train.lr=1e-4 plan.vision=frozen")
+]
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file")],
+    overrides: Overrides = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="run directory (default: run.output_dir/run.name)")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume/--restart", help="continue from the last checkpoint")
+    ] = True,
+) -> None:
+    """Fine-tune a model as the config says, then evaluate it; everything lands in the run directory."""
+    from mile.cli.run import train_command
+
+    train_command(config, overrides or [], run_dir, resume)
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    split: Annotated[list[str] | None, typer.Option(help="split(s) to evaluate (repeatable)")] = None,
+    data: Annotated[
+        list[str] | None, typer.Option(help="data overrides, e.g. --data root=/data/slake")
+    ] = None,
+) -> None:
+    """Evaluate a trained run on any split (default: the run's evaluation splits)."""
+    from mile.cli.run import eval_command
+
+    eval_command(run_dir, split, data or [])
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    image: Annotated[Path, typer.Option(help="image file")],
+    question: Annotated[list[str], typer.Option(help="question (repeatable)")],
+    beams: Annotated[int | None, typer.Option(help="beam count (default: the run's)")] = None,
+) -> None:
+    """Answer questions about one image with a trained run."""
+    from mile.cli.run import predict_command
+
+    predict_command(run_dir, image, question, beams)
+
+
+@app.command()
+def modules(
+    config: Annotated[Path | None, typer.Option(help="YAML config (default: the built-in defaults)")] = None,
+    overrides: Overrides = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the parameter counts as JSON")] = False,
+    depth: Annotated[int, typer.Option(help="module tree depth to print")] = 3,
+) -> None:
+    """Show the module tree, what the plan's methods hit, and trainable / total parameters per tower."""
+    from mile.cli.inspect import modules_command
+
+    modules_command(config, overrides or [], as_json, depth)
+
+
+@app.command()
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="where the run directory goes")] = Path("runs"),
+    epochs: Annotated[int | None, typer.Option(help="override the demo's epoch count")] = None,
+) -> None:
+    """Train and evaluate a tiny model on the bundled VQA-RAD subset: the whole pipeline, no downloads."""
+    from mile.cli.run import train_command
+
+    config = Path(str(resources.files("mile") / "resources" / "configs" / "demo.yaml"))
+    overrides = [f"run.output_dir={output_dir}"] + ([f"train.epochs={epochs}"] if epochs is not None else [])
+    train_command(config, overrides, None, resume=False)
+
+
+def main() -> None:
+    """Entry point: user errors (bad config, data, checkpoint, plan) print one clear message, exit code 2."""
+    from mile.cli.errors import run_guarded
+
+    run_guarded(app)
+
+
+if __name__ == "__main__":
+    main()

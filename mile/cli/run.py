@@ -1,0 +1,55 @@
+"""The train / eval / predict commands: argument handling and printing around the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mile.config import ConfigError, load_config, parse_yaml
+
+
+def run_path(cfg, run_dir: Path | None) -> Path:
+    if run_dir is not None:
+        return run_dir
+    name = cfg.run.name or f"{cfg.plan.notation()}-{cfg.data.dataset}-s{cfg.train.seed}"
+    return Path(cfg.run.output_dir) / name
+
+
+def train_command(config: Path, overrides: list[str], run_dir: Path | None, resume: bool) -> None:
+    from mile.engine.evaluate import format_metrics
+    from mile.engine.rundir import RunDir
+    from mile.engine.train import train_run
+
+    cfg = load_config(config, overrides)
+    run = RunDir(run_path(cfg, run_dir))
+    typer.echo(f"run directory: {run.path}")
+    metrics = train_run(cfg, run, resume=resume)
+    for split_metrics in metrics.values():
+        typer.echo(format_metrics(split_metrics))
+
+
+def eval_command(run_dir: Path, splits: list[str] | None, data: list[str]) -> None:
+    from mile.engine.evaluate import format_metrics
+    from mile.engine.inference import evaluate_run
+    from mile.engine.rundir import RunDir
+
+    run = RunDir(run_dir)
+    overrides = {}
+    for item in data:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--data {item!r} is not of the form key=value")
+        overrides[key] = parse_yaml(value)
+    chosen = splits or run.config().data.eval_splits
+    for metrics in evaluate_run(run, chosen, overrides).values():
+        typer.echo(format_metrics(metrics))
+
+
+def predict_command(run_dir: Path, image: Path, questions: list[str], beams: int | None) -> None:
+    from mile.engine.inference import answer, load_trained
+    from mile.engine.rundir import RunDir
+
+    session = load_trained(RunDir(run_dir))
+    for question, text in zip(questions, answer(session, str(image), questions, beams), strict=True):
+        typer.echo(f"Q: {question}\nA: {text}")

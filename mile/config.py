@@ -1,0 +1,228 @@
+"""Run configuration: YAML files validated against typed sections, with `key.sub=value` overrides.
+
+Every problem in a config is reported at once, each naming the dotted key, the bad value and what is valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mile.model.config import SIZES
+from mile.tuning.plan import PlanConfig
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InitSection(Section):
+    kind: Literal["random", "blip_hf", "blip_pth", "compose", "mile"] = "random"
+    path: str | None = None  # blip_hf: directory or hub id; blip_pth: .pth file; mile: saved directory
+    vision: str | None = None  # compose: transformers ViT / DINOv2 directory
+    text: str | None = None  # compose: BERT directory (both text towers)
+    vocab: str | None = None  # a vocab.txt overriding the checkpoint's (default: checkpoint's, else bundled)
+
+
+class ModelSection(Section):
+    size: str | None = "tiny"  # architecture for random / blip_pth init
+    image_size: int | None = Field(default=None, ge=16)  # None: the size's or checkpoint's own
+    init: InitSection = Field(default_factory=InitSection)
+    max_question_len: int = Field(default=35, ge=3)
+    max_answer_len: int = Field(default=24, ge=3)
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, value: str | None) -> str | None:
+        if value is not None and value not in SIZES:
+            raise ValueError(f"unknown size {value!r}; valid sizes: {sorted(SIZES)}")
+        return value
+
+
+class DataSection(Section):
+    dataset: str = "demo"  # demo | slake | vqa_rad | vqa_rad_public | jsonl | instruct
+    root: str | None = None  # dataset folder (demo: the bundled one)
+    train_split: str = "train"
+    eval_splits: list[str] = Field(default_factory=lambda: ["test"])
+    language: Literal["en", "zh", "all"] = "en"  # SLAKE
+    image_norm: Literal["auto", "imagenet", "clip", "none"] = (
+        "auto"  # auto: clip for BLIP weights, else imagenet
+    )
+    augment: bool = False
+    max_bad_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    limit: int | None = Field(default=None, ge=1)  # first N records of each split, for smoke runs
+    num_workers: int = Field(default=0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)  # dataset-specific extras
+
+
+class TrainSection(Section):
+    epochs: int = Field(default=10, ge=0)
+    batch_size: int = Field(default=16, ge=1)
+    lr: float = Field(default=2e-5, gt=0)
+    lr_adapters: float | None = Field(default=None, gt=0)  # for PEFT parameters; None: lr
+    weight_decay: float = Field(default=0.05, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    grad_accum: int = Field(default=1, ge=1)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    seed: int = 42
+    eval_every: int = Field(default=0, ge=0)  # epochs between evaluations; 0: only after training
+    mixed_precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast on GPU; CPU always runs fp32
+    log_every: int = Field(default=10, ge=1)
+    checkpoint_every: int = Field(default=0, ge=0)  # optimizer steps between checkpoints; 0: each epoch
+    gradient_checkpointing: list[Literal["vision", "text_encoder", "text_decoder"]] = Field(
+        default_factory=list
+    )
+    feature_cache: Literal["auto", "none", "memory", "disk"] = "auto"  # vision features of a frozen ViT
+    feature_cache_items: int = Field(default=4096, ge=1)  # images held in memory (LRU)
+    feature_cache_dir: str | None = None  # disk cache root (default $MILE_CACHE or ~/.cache/mile)
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    device: Literal["auto", "cpu"] = "auto"
+
+
+class EvalSection(Section):
+    num_beams: int = Field(default=3, ge=1)
+    max_new_tokens: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    merge_adapters: bool = True  # merge LoRA-family adapters for evaluation when exact
+
+
+class RunSection(Section):
+    output_dir: str = "runs"
+    name: str | None = None  # default: <plan notation>-<dataset>-s<seed>
+
+
+class Config(Section):
+    model: ModelSection = Field(default_factory=ModelSection)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    run: RunSection = Field(default_factory=RunSection)
+    extends: str | None = None  # a base config file, relative to this one; this file's keys win
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={"extends"}), sort_keys=False)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 scalars: only true / false are booleans (YAML 1.1 also reads `no`, `off`, `yes`, `on`, so
+    `feature_cache: off` would arrive as False), and `1e-4` is a float (YAML 1.1 wants `1.0e-4`)."""
+
+
+_REPLACED = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str):
+    """Safe YAML (no object construction) with YAML 1.2 booleans."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+
+
+class ConfigError(ValueError):
+    """One or more problems in a config; the message lists every one."""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """A config from a YAML file (or the defaults) with `a.b=value` overrides applied, validated."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    for item in overrides or []:
+        _apply_override(data, item)
+    return validate_config(data, source)
+
+
+def validate_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, source)) from None
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{exc.error_count()} problem(s) in config {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key{_valid_keys(err['loc'])}")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _valid_keys(loc: tuple) -> str:
+    model: Any = Config
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        annotation = field.annotation if field else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is None:
+            return ""
+    names = sorted(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} valid keys: {names}"
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in seen:
+        raise ConfigError(f"config {path} extends {base_path}, which is already being read (a cycle)")
+    return _merge(_read_yaml(base_path, (*seen, base_path)), data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    try:
+        value = parse_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part} is {child!r}, not a section")
+        node = child
+    node[parts[-1]] = value

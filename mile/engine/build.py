@@ -1,0 +1,84 @@
+"""Build what a run needs from its config: model + tokenizer + tuning plan, datasets, image pipelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mile.config import Config
+from mile.data.augment import Augment
+from mile.data.images import ImageTransform
+from mile.data.records import LoadResult
+from mile.data.registry import load_dataset
+from mile.model.mile import MileModel
+from mile.pretrained import build
+from mile.tokenizer import MileTokenizer
+from mile.tuning import apply_plan
+
+
+@dataclass
+class Session:
+    config: Config
+    model: MileModel
+    tokenizer: MileTokenizer
+    tuning: Any  # the handle apply_plan returns
+    load_report: Any
+    image_norm: str
+
+    def transform(self, train: bool) -> ImageTransform:
+        augment = Augment() if train and self.config.data.augment else None
+        return ImageTransform(
+            size=self.model.config.vision.image_size, normalize=self.image_norm, augment=augment
+        )
+
+    def adapter_names(self) -> set[str]:
+        """Trainable parameters the plan added (PEFT / native methods), as opposed to trained base weights."""
+        return set(self.tuning.adapter_parameter_names())
+
+
+def build_session(cfg: Config) -> Session:
+    m = cfg.model
+    built = build(
+        m.init.kind,
+        size=m.size,
+        image_size=m.image_size,
+        path=m.init.path,
+        vision=m.init.vision,
+        text=m.init.text,
+        vocab=m.init.vocab,
+        max_question_len=m.max_question_len,
+    )
+    built.model.config.label_smoothing = m.label_smoothing
+    built.tokenizer.max_answer_len = m.max_answer_len
+    tuning = apply_plan(built.model, cfg.plan)
+    return Session(cfg, built.model, built.tokenizer, tuning, built.report, resolve_image_norm(cfg))
+
+
+def resolve_image_norm(cfg: Config) -> str:
+    """BLIP checkpoints were trained on CLIP-normalised pixels, DINOv2 / ViT on ImageNet statistics."""
+    if cfg.data.image_norm != "auto":
+        return cfg.data.image_norm
+    return "clip" if cfg.model.init.kind in ("blip_hf", "blip_pth") else "imagenet"
+
+
+def demo_root() -> Path:
+    return Path(str(resources.files("mile") / "resources" / "demo" / "vqa_rad"))
+
+
+def load_split(cfg: Config, split: str) -> LoadResult:
+    """One split of the configured dataset, refused when too many records are bad."""
+    d = cfg.data
+    name, root = (d.dataset, d.root)
+    if name == "demo":
+        name, root = "vqa_rad", root or str(demo_root())
+    if root is None:
+        raise ValueError(f"data.root is required for dataset {d.dataset!r}")
+    options = dict(d.options)
+    if name == "slake":
+        options.setdefault("language", d.language)
+    result = load_dataset(name, root, split, max_bad_fraction=d.max_bad_fraction, **options)
+    if d.limit is not None:
+        result.samples = result.samples[: d.limit]
+    return result

@@ -1,0 +1,128 @@
+"""Resumable training state: trainable weights, optimizer, scheduler, RNG states and progress.
+
+Only trainable parameters are stored (a PEFT run's checkpoint is the size of its adapters). Each checkpoint is
+written into a fresh folder that is renamed into place, and `last` is switched atomically, so a kill at any
+moment leaves the previous checkpoint whole and readable.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mile.atomic import atomic_write_text
+
+TRAINABLE, OPTIMIZER, PROGRESS = "trainable.safetensors", "optimizer.pt", "progress.json"
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # the epoch in progress (or the next one when batches_done == 0)
+    batches_done: int = 0  # batches of `epoch` already consumed
+    step: int = 0  # optimizer steps taken
+    skipped_nonfinite: int = 0
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trainable(model: nn.Module, file: Path) -> None:
+    save_file(trainable_state(model), str(file), metadata={"format": "mile-vqa-trainable"})
+
+
+def load_trainable(model: nn.Module, file: Path) -> None:
+    """Load trainable weights; every trainable parameter must be present and every key known."""
+    state = load_file(str(file))
+    params = dict(model.named_parameters())
+    unknown = sorted(set(state) - set(params))
+    missing = sorted(n for n, p in params.items() if p.requires_grad and n not in state)
+    if unknown or missing:
+        raise ValueError(
+            f"{file} does not match this run's model and plan: unknown keys {unknown[:5]}, "
+            f"missing trainable parameters {missing[:5]}"
+        )
+    bad = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(params[k].shape)}"
+        for k, v in state.items()
+        if v.shape != params[k].shape
+    ]
+    if bad:
+        raise ValueError(f"{file} does not match this run's model: " + "; ".join(bad[:5]))
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def save_checkpoint(directory: Path, model: nn.Module, optimizer, scheduler, progress: Progress) -> Path:
+    """Write checkpoints/step-N, then point checkpoints/last at it; older checkpoints are removed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"step-{progress.step:08d}-b{progress.batches_done}"
+    tmp = directory / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_trainable(model, tmp / TRAINABLE)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+        tmp / OPTIMIZER,
+    )
+    (tmp / PROGRESS).write_text(json.dumps(asdict(progress)))
+    final = directory / name
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    atomic_write_text(directory / "last", name)
+    for old in directory.glob("step-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    pointer = directory / "last"
+    if not pointer.is_file():
+        return None
+    path = directory / pointer.read_text().strip()
+    return path if (path / PROGRESS).is_file() else None
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> Progress:
+    load_trainable(model, path / TRAINABLE)
+    state = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return Progress(**json.loads((path / PROGRESS).read_text()))
+
+
+def _rng_state() -> dict:
+    # numpy's key array is stored as a tensor: weights_only unpickling admits tensors, not numpy arrays
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            np_state[2],
+            np_state[3],
+            np_state[4],
+        ],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))

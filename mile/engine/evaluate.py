@@ -1,0 +1,112 @@
+"""Evaluation by generation: answers for every question of a split, scored by every rule, written to disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mile.atomic import atomic_write, atomic_write_json
+from mile.data.sample import Sample
+from mile.engine.metrics import is_correct, score
+from mile.model.generation import GenerationConfig, generate
+from mile.tokenizer import MileTokenizer
+
+
+@dataclass
+class Prediction:
+    index: int
+    answer: str
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    tokenizer: MileTokenizer,
+    loader: DataLoader,
+    generation: GenerationConfig,
+    accelerator: Accelerator,
+    desc: str = "eval",
+    features=None,
+) -> dict[int, str]:
+    """index -> generated answer for every sample, gathered from all processes without duplicates."""
+    core = accelerator.unwrap_model(model)
+    was_training = core.training
+    core.eval()
+    local: list[tuple[int, str]] = []
+    bar = tqdm(loader, desc=desc, unit="batch", disable=not accelerator.is_local_main_process, leave=False)
+    for batch in bar:
+        vision = (
+            {"image_states": features.states(batch["images"], accelerator.device)}
+            if features
+            else {"pixels": batch["pixels"]}
+        )
+        with accelerator.autocast():
+            ids = generate(core, batch["question_ids"], batch["question_mask"], config=generation, **vision)
+        local += zip(batch["index"].tolist(), tokenizer.decode(ids), strict=True)
+    core.train(was_training)
+    gathered = (
+        accelerator.gather_for_metrics(local, use_gather_object=True)
+        if accelerator.num_processes > 1
+        else local
+    )
+    return dict(gathered)  # padding duplicates from uneven shards collapse onto their index
+
+
+def score_split(
+    samples: list[Sample], answers: dict[int, str], split: str
+) -> tuple[dict[str, Any], list[dict]]:
+    missing = [i for i in range(len(samples)) if i not in answers]
+    if missing:
+        raise RuntimeError(
+            f"evaluation of {split} lost {len(missing)} predictions, e.g. sample indices {missing[:5]}"
+        )
+    rows = []
+    for i, sample in enumerate(samples):
+        rows.append(
+            {
+                "id": sample.id,
+                "question": sample.question,
+                "answer": sample.answer,
+                "prediction": answers[i],
+                "answer_type": sample.answer_type,
+                "question_type": sample.question_type,
+                "correct": is_correct(answers[i], sample.answer),
+            }
+        )
+    metrics = score([(r["prediction"], r["answer"], r["answer_type"]) for r in rows])
+    return {"split": split, **metrics}, rows
+
+
+def write_eval(directory: Path, metrics: dict[str, Any], rows: list[dict]) -> None:
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    atomic_write(directory / "predictions.jsonl", lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    atomic_write_json(directory / "metrics.json", metrics)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """One line per rule, with the counts beside each accuracy."""
+
+    def cell(group: dict) -> str:
+        return "n/a (n=0)" if group["acc"] is None else f"{100 * group['acc']:.2f}% (n={group['n']})"
+
+    g, rules = metrics["global"], metrics["rules"]
+    lines = [f"{metrics['split']}: global {cell(g)}"]
+    for rule in ("answer_type", "yesno"):
+        r = rules[rule]
+        lines.append(f"  closed by {rule:<11} closed {cell(r['closed'])}  open {cell(r['open'])}")
+    soft = metrics.get("open_soft") or {}
+    if soft.get("recall") is not None:
+        lines.append(
+            f"  open (answer_type) token recall {100 * soft['recall']:.2f}%  F1 {100 * soft['f1']:.2f}%"
+        )
+    return "\n".join(lines)

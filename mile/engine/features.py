@@ -1,0 +1,109 @@
+"""Feature cache: a frozen vision tower's states per image, computed once and reused across steps and epochs.
+
+Images repeat across questions (VQA-RAD: 315 images for 3,515 questions), so with a frozen ViT most of an
+epoch's vision work is redundant. The cache is exact: it is used only when the vision tower has nothing to
+train and preprocessing is deterministic (no augmentation), and features are computed by the same tower in eval
+mode, under the same autocast, as the uncached forward would. Memory is bounded (LRU over `max_items`); an
+optional on-disk layer keys each entry by image content and by a fingerprint of the vision weights and the
+preprocessing, so changing any of them misses instead of returning stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from mile.atomic import atomic_write
+from mile.data.images import ImageTransform
+from mile.model.mile import MileModel, is_trainable
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MILE_CACHE", Path.home() / ".cache" / "mile")) / "features"
+
+
+def cache_applies(model: MileModel, augment: bool) -> bool:
+    return not is_trainable(model.vision) and not augment
+
+
+def fingerprint(model: MileModel, transform: ImageTransform) -> str:
+    """Digest of the vision weights and the preprocessing: what the features depend on besides the image."""
+    digest = hashlib.sha256(f"{transform.size}|{transform.normalize}".encode())
+    for name, tensor in sorted(model.vision.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+class FeatureCache:
+    def __init__(
+        self,
+        model: MileModel,
+        transform: ImageTransform,
+        max_items: int = 4096,
+        directory: str | Path | None = None,
+        autocast: Callable[[], AbstractContextManager] | None = None,
+    ):
+        self.model, self.transform, self.max_items = model, transform, max_items
+        self.autocast = autocast or nullcontext
+        self.memory: OrderedDict[str, Tensor] = OrderedDict()
+        self._content_keys: dict[str, str] = {}
+        self.directory = Path(directory) / fingerprint(model, transform) if directory is not None else None
+        self.hits = self.misses = 0
+
+    def _key(self, path: str) -> str:
+        if path not in self._content_keys:  # content, not name: an edited image is a new entry
+            self._content_keys[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
+        return self._content_keys[path]
+
+    def _lookup(self, key: str) -> Tensor | None:
+        if key in self.memory:
+            self.memory.move_to_end(key)
+            return self.memory[key]
+        if self.directory is not None and (self.directory / f"{key}.safetensors").is_file():
+            return self._remember(key, load_file(str(self.directory / f"{key}.safetensors"))["states"])
+        return None
+
+    def _remember(self, key: str, states: Tensor) -> Tensor:
+        self.memory[key] = states
+        while len(self.memory) > self.max_items:
+            self.memory.popitem(last=False)
+        return states
+
+    @torch.no_grad()
+    def states(self, paths: list[str], device: torch.device) -> Tensor:
+        """(B, 1+N, D) image states for a batch of image paths, computing only the missing ones."""
+        keys = [self._key(p) for p in paths]
+        found = {k: self._lookup(k) for k in dict.fromkeys(keys)}
+        missing = [k for k, v in found.items() if v is None]
+        self.hits += sum(found[k] is not None for k in keys)
+        self.misses += len(missing)
+        if missing:
+            path_of = dict(zip(keys, paths, strict=True))
+            pixels = torch.stack([self.transform(path_of[k]) for k in missing]).to(device)
+            was_training = self.model.vision.training
+            self.model.vision.eval()
+            with self.autocast():
+                computed = self.model.encode_image(pixels)
+            self.model.vision.train(was_training)
+            for key, value in zip(missing, computed, strict=True):
+                found[key] = self._remember(key, value.detach())
+                self._persist(key, value)
+        return torch.stack([found[k].to(device) for k in keys])
+
+    def _persist(self, key: str, value: Tensor) -> None:
+        if self.directory is None:
+            return
+        target = self.directory / f"{key}.safetensors"
+        atomic_write(target, lambda tmp: save_file({"states": value.detach().cpu().contiguous()}, tmp))
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "in_memory": len(self.memory)}

@@ -1,0 +1,54 @@
+"""Using a finished run: evaluate it on any split, or answer one question about one image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mile.config import Config, validate_config
+from mile.engine.build import Session, build_session, load_split
+from mile.engine.checkpoint import load_trainable
+from mile.engine.rundir import RunDir
+from mile.engine.train import WEIGHTS_FILE, evaluate_splits, make_accelerator
+from mile.model.generation import GenerationConfig, generate
+
+
+def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Session:
+    """The run's model with its plan applied and its trained weights loaded (errors name any mismatch)."""
+    cfg = run.config()
+    if overrides:
+        cfg = validate_config(_merged(cfg, overrides), str(run / "config.yaml"))
+    weights = run.weights / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{run.path} has no trained weights ({weights}); did its training finish?")
+    session = build_session(cfg)
+    load_trainable(session.model, weights)
+    session.model.eval()
+    return session
+
+
+def evaluate_run(run: RunDir, splits: list[str], data_overrides: dict[str, Any] | None = None) -> dict:
+    overrides = {"data": {**(data_overrides or {}), "eval_splits": splits}}
+    session = load_trained(run, overrides)
+    cfg = session.config
+    accelerator = make_accelerator(cfg)
+    data = {split: load_split(cfg, split) for split in splits}
+    return evaluate_splits(cfg, session, data, run, accelerator)
+
+
+@torch.no_grad()
+def answer(session: Session, image: str, questions: list[str], num_beams: int | None = None) -> list[str]:
+    pixels = session.transform(train=False)(image)[None].expand(len(questions), -1, -1, -1)
+    ids, mask = session.tokenizer.encode_questions(questions)
+    cfg = session.config.eval
+    generation = GenerationConfig(num_beams=num_beams or cfg.num_beams, max_new_tokens=cfg.max_new_tokens)
+    out = generate(session.model, ids, mask, pixels=pixels, config=generation)
+    return session.tokenizer.decode(out)
+
+
+def _merged(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
+    data = cfg.model_dump(mode="json")
+    for section, values in overrides.items():
+        data[section] = {**data.get(section, {}), **values}
+    return data

@@ -1,0 +1,52 @@
+"""Optimizer and learning-rate schedule over the trainable parameters only."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from mile.config import TrainSection
+
+
+def param_groups(model: nn.Module, cfg: TrainSection, adapter_names: set[str]) -> list[dict]:
+    """AdamW groups: no weight decay on 1-D parameters (biases, norms, scales) nor on the ViT's position and
+    class tokens (as timm); PEFT parameters may get their own lr.
+    Frozen parameters are left out, so the optimizer holds no state for them."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = param.dim() > 1 and not name.endswith(("pos_embed", "cls_token"))
+        groups.setdefault((decay, name in adapter_names), []).append(param)
+    out = []
+    for (decay, adapter), params in sorted(groups.items()):
+        lr = cfg.lr_adapters if adapter and cfg.lr_adapters is not None else cfg.lr
+        out.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": lr})
+    return out
+
+
+def make_optimizer(model: nn.Module, cfg: TrainSection, adapter_names: set[str]) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, adapter_names)
+    if not groups:
+        raise ValueError(
+            "the tuning plan leaves no trainable parameters: nothing to train (plan.* all frozen?)"
+        )
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainSection, total_steps: int) -> LambdaLR:
+    """Linear warmup over warmup_ratio of the steps, then cosine / linear decay to 0, or constant."""
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "constant" or total_steps <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / (total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1.0 - progress
+
+    return LambdaLR(optimizer, factor)

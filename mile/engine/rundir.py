@@ -1,0 +1,111 @@
+"""The run directory: everything a run produced, written atomically so a kill never leaves half a file.
+
+config.yaml          the resolved config            status.json      running / done / failed (+ error)
+env.json             versions, device, command      params.json      trainable / total per tower
+log.txt              human-readable log             train_stats.json peak memory, wall time, throughput
+train_log.jsonl      loss, lr, throughput per log   data_report.json bad records per split
+tb/                  TensorBoard events             checkpoints/     resumable training state
+weights/             trained weights (plan + trainable state) for eval / predict
+eval/<split>/        metrics.json, predictions.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mile.atomic import atomic_write_json, atomic_write_text
+from mile.config import Config, parse_yaml, validate_config
+
+PACKAGES = (
+    "mile-vqa",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "safetensors",
+    "tokenizers",
+    "numpy",
+    "pillow",
+)
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "weights"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def eval_dir(self, split: str) -> Path:
+        return self.path / "eval" / split
+
+    def create(self, config: Config) -> RunDir:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self / "config.yaml", config.to_yaml())
+        atomic_write_json(self / "env.json", environment())
+        return self
+
+    def config(self) -> Config:
+        file = self / "config.yaml"
+        if not file.is_file():
+            raise FileNotFoundError(f"{self.path} is not a run directory (no config.yaml)")
+        return validate_config(parse_yaml(file.read_text()) or {}, str(file))
+
+    def status(self) -> dict[str, Any]:
+        file = self / "status.json"
+        return json.loads(file.read_text()) if file.is_file() else {"state": "new"}
+
+    def set_status(self, state: str, **extra: Any) -> None:
+        atomic_write_json(
+            self / "status.json", {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        )
+
+    def is_done(self) -> bool:
+        return self.status().get("state") == "done"
+
+    def write_json(self, name: str, data: Any) -> Path:
+        return atomic_write_json(self / name, data)
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self / name).read_text())
+
+    def log(self, message: str) -> None:
+        with open(self / "log.txt", "a", encoding="utf-8") as handle:
+            handle.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+
+    def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
+        with open(self / name, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "command": sys.argv,
+        "packages": versions,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+    }
