@@ -16,6 +16,7 @@ from mile.data.generic import load_generic
 from mile.data.records import DEFAULT_MAX_BAD_FRACTION, LoadResult
 from mile.data.slake import load_slake
 from mile.data.vqa_rad import load_vqa_rad
+from mile.instruct.dataset import load_instruction  # instruction-format records (mile.instruct)
 
 _COMMON_OPTIONS = frozenset({"verify_images", "max_pixels"})
 
@@ -36,6 +37,10 @@ DATASETS: dict[str, DatasetSpec] = {
     "vqa_rad_public": DatasetSpec(load_vqa_rad, "public", ("public",), _COMMON_OPTIONS),
     "generic": DatasetSpec(load_generic, "train", None, _COMMON_OPTIONS | {"image_root"}),
     "jsonl": DatasetSpec(load_generic, "train", None, _COMMON_OPTIONS | {"image_root"}),
+    # instruction-format records (the MILE authors' release or `mile.instruct.build` output): mile.instruct
+    "instruct": DatasetSpec(
+        load_instruction, "train", None, _COMMON_OPTIONS | {"image_roots", "default_root", "templates"}
+    ),
 }
 
 
