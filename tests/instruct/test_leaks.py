@@ -1,0 +1,84 @@
+"""The leak guard, on a fixture that reproduces the authors' pattern: their VQA-RAD instruction file holds 449 of
+the 451 VQA-RAD test questions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from data_builders import make_vqa_rad, rad_record, write_json
+from instruct_builders import authors_format
+
+from mile.data.registry import load_dataset
+from mile.data.sample import Sample
+from mile.instruct.build import build_instruction_data
+from mile.instruct.dataset import load_instruction
+from mile.instruct.leaks import LeakError, check_leaks, drop_leaks, find_leaks, image_key
+
+IMAGES = ("synpic1.jpg", "synpic2.png", "synpic3.jpg")
+
+
+@pytest.fixture
+def leaky(tmp_path: Path) -> tuple[list[Sample], list[Sample]]:
+    """(instruction samples in the authors' format, VQA-RAD test samples): 449 of 451 test questions leaked."""
+    test = [
+        rad_record(
+            1000 + i, IMAGES[i % 3], f"Is finding number {i} present?", "yes" if i % 2 else "no", "CLOSED"
+        )
+        for i in range(451)
+    ]
+    root = make_vqa_rad(tmp_path / "vqa_rad", test=test)
+    out = tmp_path / "ours.json"
+    build_instruction_data([f"vqa_rad:train,test={root}"], "train", out, seed=0)
+    records = [r for r in json.loads(out.read_text()) if r["qid"] not in (1007, 1300)]
+    authors = write_json(tmp_path / "authors_rad.json", authors_format(records))
+    instruction = load_instruction(authors, image_roots={"vqa-rad": root / "images"}).samples
+    return instruction, load_dataset("vqa_rad", root, "test").samples
+
+
+def test_reports_the_authors_leak(leaky: tuple[list[Sample], list[Sample]]) -> None:
+    instruction, test = leaky
+    report = find_leaks(instruction, test)
+    assert (report.n_leaked, report.n_evaluation, report.n_instruction) == (449, 451, 4 + 449)
+    assert "1007" not in report.leaked_evaluation_ids and "1300" not in report.leaked_evaluation_ids
+    assert report.leaked_evaluation_ids[:2] == ["1000", "1001"]
+    assert report.pairs[0] == ("vqa_rad:1000", "1000") and report.n_shared_images == 3
+    data = report.to_dict(max_examples=3)
+    assert data["n_leaked"] == 449 and len(data["examples"]) == 3 and json.dumps(data)
+
+
+def test_check_raises_unless_allowed(leaky: tuple[list[Sample], list[Sample]]) -> None:
+    instruction, test = leaky
+    with pytest.raises(
+        LeakError, match=r"rad.json vs test: train/test leak: 449 of 451 evaluation questions \(99\.6%\)"
+    ):
+        check_leaks(instruction, test, what="rad.json vs test")
+    assert check_leaks(instruction, test, allow=True).n_leaked == 449
+    clean = drop_leaks(instruction, find_leaks(instruction, test))
+    assert len(clean) == 4 and check_leaks(clean, test).n_leaked == 0
+
+
+def _sample(sid: str, image: str, question: str, source: str = "vqa_rad", **extra: object) -> Sample:
+    return Sample(sid, Path("/data") / image, question, "yes", "CLOSED", "", source, dict(extra))
+
+
+def test_question_and_image_normalisation() -> None:
+    evaluation = [_sample("e1", "images/synpic1.jpg", "Is there a mass?", "vqa_rad_public")]
+    same = _sample("i1", "elsewhere/vqa-rad/synpic1.jpg", "  is THERE a mass ", "vqa_rad")
+    other_image = _sample("i2", "images/synpic2.jpg", "Is there a mass?")
+    assert find_leaks([same, other_image], evaluation).pairs == [("i1", "e1")]
+    # SLAKE images are all source.jpg: the folder tells them apart
+    slake_eval = [_sample("e2", "imgs/xmlab1/source.jpg", "Is this a CT?", "slake")]
+    slake_train = [_sample("i3", "imgs/xmlab2/source.jpg", "Is this a CT?", "slake")]
+    assert find_leaks(slake_train, slake_eval).pairs == []
+    assert image_key(slake_eval[0]) == ("slake", "xmlab1/source.jpg")
+
+
+def test_substring_match_when_the_plain_question_is_unknown() -> None:
+    evaluation = [_sample("e1", "synpic1.jpg", "Is this a CT?")]
+    pool = ["<custom> Q: Is this a CT? Choose wisely", "Other prompt"]
+    unknown = _sample("i1", "synpic1.jpg", pool[0], question_known=False, question_pool=pool)
+    longer = ["<custom> Q: Is this a CTA? Choose"]
+    near = _sample("i2", "synpic1.jpg", longer[0], question_known=False, question_pool=longer)
+    assert find_leaks([unknown, near], evaluation).pairs == [("i1", "e1")]
