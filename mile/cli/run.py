@@ -7,12 +7,13 @@ from pathlib import Path
 import typer
 
 from mile.config import ConfigError, load_config, parse_yaml
+from mile.tuning import format_plan_notation
 
 
 def run_path(cfg, run_dir: Path | None) -> Path:
     if run_dir is not None:
         return run_dir
-    name = cfg.run.name or f"{cfg.plan.notation()}-{cfg.data.dataset}-s{cfg.train.seed}"
+    name = cfg.run.name or f"{format_plan_notation(cfg.plan)}-{cfg.data.dataset}-s{cfg.train.seed}"
     return Path(cfg.run.output_dir) / name
 
 

@@ -34,6 +34,7 @@ from mile.engine.rundir import RunDir
 from mile.model.generation import GenerationConfig
 
 WEIGHTS_FILE = "trainable.safetensors"
+PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -44,9 +45,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
     cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
     return Accelerator(
         cpu=not cuda,
-        mixed_precision={"fp32": "no"}.get(cfg.train.mixed_precision, cfg.train.mixed_precision)
-        if cuda
-        else "no",
+        mixed_precision=PRECISION[cfg.train.mixed_precision] if cuda else "no",
         gradient_accumulation_steps=cfg.train.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         step_scheduler_with_optimizer=False,
@@ -65,7 +64,8 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
         run.log(session.load_report.summary())
     try:
         splits = _load_data(cfg, run, accelerator)
-        usage, cache = _fit(cfg, session, splits.get("train"), run, accelerator, resume, splits)
+        cache = feature_cache(cfg, session, accelerator)
+        usage = Trainer(cfg, session, run, accelerator, cache).fit(splits, resume) if cfg.train.epochs else {}
         metrics = evaluate_splits(cfg, session, splits, run, accelerator, cache=cache)
     except BaseException as exc:
         if accelerator.is_main_process:
@@ -82,69 +82,10 @@ def _load_data(cfg: Config, run: RunDir, accelerator: Accelerator) -> dict:
     splits = {"train": load_split(cfg, cfg.data.train_split)} if cfg.train.epochs else {}
     for split in cfg.data.eval_splits:
         splits[split] = load_split(cfg, split)
-    report = {name: result.bad.to_dict() for name, result in splits.items()}
     if accelerator.is_main_process:
-        run.write_json("data_report.json", report)
+        run.write_json("data_report.json", {name: result.bad.to_dict() for name, result in splits.items()})
         run.log("data: " + ", ".join(f"{k} {len(v)} samples" for k, v in splits.items()))
     return splits
-
-
-def _fit(
-    cfg: Config, session: Session, train_data, run: RunDir, accelerator: Accelerator, resume: bool, splits
-) -> tuple:
-    t = cfg.train
-    if not t.epochs:
-        return {"epochs": 0}, None
-    model = session.model
-    optimizer = make_optimizer(model, t, session.adapter_names())
-    cache = feature_cache(cfg, session, accelerator)
-    dataset = VQADataset(train_data.samples, None if cache else session.transform(train=True))
-    loader = DataLoader(
-        dataset,
-        batch_size=t.batch_size,
-        shuffle=True,
-        collate_fn=Collate(session.tokenizer),
-        num_workers=cfg.data.num_workers,
-    )
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    steps_per_epoch = math.ceil(len(loader) / t.grad_accum)
-    scheduler = make_scheduler(optimizer, t, steps_per_epoch * t.epochs)
-    progress = Progress()
-    last = latest_checkpoint(run.checkpoints) if resume else None
-    if last is not None:
-        progress = load_checkpoint(last, accelerator.unwrap_model(model), optimizer, scheduler)
-        run.log(
-            f"resumed from {last} at epoch {progress.epoch}, batch {progress.batches_done}, step {progress.step}"
-        )
-    writer = _tensorboard(run) if accelerator.is_main_process else None
-    with Meter(accelerator.device) as meter:
-        for epoch in range(progress.epoch, t.epochs):
-            progress.epoch = epoch
-            _epoch(cfg, model, loader, optimizer, scheduler, accelerator, progress, run, writer, meter, cache)
-            progress.epoch, progress.batches_done = epoch + 1, 0
-            if accelerator.is_main_process:
-                save_checkpoint(
-                    run.checkpoints, accelerator.unwrap_model(model), optimizer, scheduler, progress
-                )
-            if t.eval_every and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs:
-                evaluate_splits(
-                    cfg,
-                    session,
-                    {k: v for k, v in splits.items() if k != "train"},
-                    run,
-                    accelerator,
-                    f"epoch-{epoch + 1}",
-                    cache,
-                )
-    if writer is not None:
-        writer.close()
-    if accelerator.is_main_process:
-        run.weights.mkdir(parents=True, exist_ok=True)
-        save_trainable(accelerator.unwrap_model(model), run.weights / WEIGHTS_FILE)
-    usage = meter.usage().to_dict()
-    usage.update(steps=progress.step, epochs=t.epochs, skipped_nonfinite=progress.skipped_nonfinite)
-    usage["feature_cache"] = cache.stats() if cache else None
-    return usage, cache
 
 
 def feature_cache(cfg: Config, session: Session, accelerator: Accelerator) -> FeatureCache | None:
@@ -159,62 +100,154 @@ def feature_cache(cfg: Config, session: Session, accelerator: Accelerator) -> Fe
             f"train.feature_cache={t.feature_cache} needs a frozen vision tower (plan.vision: frozen) and "
             "data.augment=false; use feature_cache=auto or none"
         )
-    directory = None
-    if t.feature_cache == "disk":
-        directory = t.feature_cache_dir or default_cache_dir()
-    return FeatureCache(
-        session.model, session.transform(train=False), t.feature_cache_items, directory, accelerator.autocast
-    )
+    directory = (t.feature_cache_dir or default_cache_dir()) if t.feature_cache == "disk" else None
+    transform = session.transform(train=False)
+    return FeatureCache(session.model, transform, t.feature_cache_items, directory, accelerator.autocast)
 
 
-def _epoch(
-    cfg, model, loader, optimizer, scheduler, accelerator, progress: Progress, run, writer, meter, cache
-) -> None:
-    t = cfg.train
-    loader.set_epoch(progress.epoch)
-    loader.dataset.epoch = progress.epoch
-    batches = (
-        accelerator.skip_first_batches(loader, progress.batches_done) if progress.batches_done else loader
-    )
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    model.train()
-    bar = tqdm(
-        batches,
-        total=len(loader),
-        initial=progress.batches_done,
-        desc=f"epoch {progress.epoch + 1}/{t.epochs}",
-        disable=not accelerator.is_local_main_process,
-        unit="batch",
-    )
-    tick, seen = time.perf_counter(), 0
-    for batch in bar:
-        if cache is not None:
-            batch["image_states"] = cache.states(batch["images"], accelerator.device)
-        with accelerator.accumulate(model):
-            loss = model(**model_inputs(batch)).loss
-            if not _all_finite(loss, accelerator):
-                _nonfinite(cfg, run, progress, batch, optimizer)
-                progress.batches_done += 1
-                continue
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and t.max_grad_norm:
-                accelerator.clip_grad_norm_(trainable, t.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        progress.batches_done += 1
-        n = batch["index"].shape[0] * accelerator.num_processes
-        meter.samples += n
-        seen += n
-        if not accelerator.sync_gradients:
-            continue
-        scheduler.step()
-        progress.step += 1
-        if progress.step % t.log_every == 0 or progress.batches_done == len(loader):
-            rate = seen / max(time.perf_counter() - tick, 1e-9)
-            _log_step(accelerator, run, writer, bar, progress, loss.item(), scheduler.get_last_lr()[0], rate)
-            tick, seen = time.perf_counter(), 0
-        if t.checkpoint_every and progress.step % t.checkpoint_every == 0 and accelerator.is_main_process:
-            save_checkpoint(run.checkpoints, accelerator.unwrap_model(model), optimizer, scheduler, progress)
+class Trainer:
+    """The optimisation loop of one run; state lives in `progress` and in the checkpoints."""
+
+    def __init__(self, cfg: Config, session: Session, run: RunDir, accelerator: Accelerator, cache):
+        self.cfg, self.t, self.session, self.run = cfg, cfg.train, session, run
+        self.accelerator, self.cache = accelerator, cache
+        self.progress = Progress()
+
+    def fit(self, splits: dict, resume: bool) -> dict[str, Any]:
+        t, acc = self.t, self.accelerator
+        optimizer = make_optimizer(self.session.model, t, self.session.adapter_names())
+        transform = None if self.cache else self.session.transform(train=True)
+        loader = DataLoader(
+            VQADataset(splits["train"].samples, transform),
+            batch_size=t.batch_size,
+            shuffle=True,
+            collate_fn=Collate(self.session.tokenizer),
+            num_workers=self.cfg.data.num_workers,
+            # Its own generator: creating an iterator draws a seed, which must not move the global RNG that
+            # dropout uses, or a resumed run (which creates one more iterator) would drift from an unbroken one.
+            generator=torch.Generator().manual_seed(t.seed),
+        )
+        self.model, self.optimizer, self.loader = acc.prepare(self.session.model, optimizer, loader)
+        self.scheduler = make_scheduler(
+            self.optimizer, t, math.ceil(len(self.loader) / t.grad_accum) * t.epochs
+        )
+        if resume:
+            self._resume()
+        self.writer = _tensorboard(self.run) if acc.is_main_process else None
+        evals = {k: v for k, v in splits.items() if k != "train"}
+        with Meter(acc.device) as self.meter:
+            for epoch in range(self.progress.epoch, t.epochs):
+                self.progress.epoch = epoch
+                self._epoch()
+                self.progress.epoch, self.progress.batches_done = epoch + 1, 0
+                self._checkpoint()
+                if t.eval_every and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs:
+                    evaluate_splits(
+                        self.cfg, self.session, evals, self.run, acc, f"epoch-{epoch + 1}", self.cache
+                    )
+        if self.writer is not None:
+            self.writer.close()
+        if acc.is_main_process:
+            self.run.weights.mkdir(parents=True, exist_ok=True)
+            save_trainable(acc.unwrap_model(self.model), self.run.weights / WEIGHTS_FILE)
+        return self._usage()
+
+    def _resume(self) -> None:
+        last = latest_checkpoint(self.run.checkpoints)
+        if last is None:
+            return
+        core = self.accelerator.unwrap_model(self.model)
+        self.progress = load_checkpoint(last, core, self.optimizer, self.scheduler)
+        p = self.progress
+        self.run.log(f"resumed from {last} at epoch {p.epoch + 1}, batch {p.batches_done}, step {p.step}")
+
+    def _checkpoint(self) -> None:
+        if self.accelerator.is_main_process:
+            core = self.accelerator.unwrap_model(self.model)
+            save_checkpoint(self.run.checkpoints, core, self.optimizer, self.scheduler, self.progress)
+
+    def _epoch(self) -> None:
+        p, acc = self.progress, self.accelerator
+        self.loader.set_epoch(p.epoch)
+        self.loader.dataset.epoch = p.epoch
+        batches = acc.skip_first_batches(self.loader, p.batches_done) if p.batches_done else self.loader
+        self.model.train()
+        self.bar = tqdm(
+            batches,
+            total=len(self.loader),
+            initial=p.batches_done,
+            desc=f"epoch {p.epoch + 1}/{self.t.epochs}",
+            disable=not acc.is_local_main_process,
+            unit="batch",
+        )
+        self._tick, self._seen = time.perf_counter(), 0
+        for batch in self.bar:
+            self._step(batch)
+
+    def _step(self, batch: dict) -> None:
+        t, acc, p, tuning = self.t, self.accelerator, self.progress, self.session.tuning
+        if self.cache is not None:
+            batch["image_states"] = self.cache.states(batch["images"], acc.device)
+        with acc.accumulate(self.model):
+            loss = self.model(**model_inputs(batch)).loss
+            extra = tuning.regularization_loss()  # e.g. AdaLoRA's orthogonality term
+            if extra is not None:
+                loss = loss + extra
+            if not _all_finite(loss, acc):
+                self._nonfinite(batch)
+                p.batches_done += 1
+                return
+            acc.backward(loss)
+            if acc.sync_gradients and t.max_grad_norm:
+                acc.clip_grad_norm_([q for q in self.model.parameters() if q.requires_grad], t.max_grad_norm)
+            self.optimizer.step()
+            if acc.sync_gradients:
+                tuning.on_step(p.step + 1)  # e.g. AdaLoRA's rank reallocation
+            self.optimizer.zero_grad(set_to_none=True)
+        p.batches_done += 1
+        n = batch["index"].shape[0] * acc.num_processes
+        self.meter.samples += n
+        self._seen += n
+        if acc.sync_gradients:
+            self.scheduler.step()
+            p.step += 1
+            if p.step % t.log_every == 0 or p.batches_done == len(self.loader):
+                self._log(loss.item())
+            if t.checkpoint_every and p.step % t.checkpoint_every == 0:
+                self._checkpoint()
+
+    def _nonfinite(self, batch: dict) -> None:
+        p = self.progress
+        ids = batch["index"].tolist()
+        where = f"step {p.step}, epoch {p.epoch + 1}, batch {p.batches_done} (sample indices {ids[:16]})"
+        if self.t.on_nonfinite == "stop":
+            last = latest_checkpoint(self.run.checkpoints)
+            raise NonFiniteLoss(
+                f"non-finite loss at {where}; last good checkpoint: {last or 'none yet'}. Lower train.lr, "
+                "keep train.max_grad_norm set, or set train.on_nonfinite=skip to skip such batches."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        p.skipped_nonfinite += 1
+        self.run.log(f"skipped a batch with non-finite loss at {where}")
+
+    def _log(self, loss: float) -> None:
+        p, lr = self.progress, self.scheduler.get_last_lr()[0]
+        rate = self._seen / max(time.perf_counter() - self._tick, 1e-9)
+        self._tick, self._seen = time.perf_counter(), 0
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+        if not self.accelerator.is_main_process:
+            return
+        record = {"step": p.step, "epoch": p.epoch + 1, "loss": loss, "lr": lr, "samples_per_s": rate}
+        self.run.append_jsonl("train_log.jsonl", record)
+        for key in ("loss", "lr", "samples_per_s"):
+            self.writer.add_scalar(f"train/{key}", record[key], p.step)
+
+    def _usage(self) -> dict[str, Any]:
+        usage = self.meter.usage().to_dict()
+        p = self.progress
+        usage.update(steps=p.step, epochs=self.t.epochs, skipped_nonfinite=p.skipped_nonfinite)
+        usage["feature_cache"] = self.cache.stats() if self.cache else None
+        return usage
 
 
 def _all_finite(loss: torch.Tensor, accelerator: Accelerator) -> bool:
@@ -222,40 +255,6 @@ def _all_finite(loss: torch.Tensor, accelerator: Accelerator) -> bool:
     if accelerator.num_processes > 1:  # every process must take the same branch, or DDP hangs
         finite = accelerator.reduce(finite, reduction="min")
     return bool(finite.item() > 0)
-
-
-def _nonfinite(cfg: Config, run: RunDir, progress: Progress, batch: dict, optimizer) -> None:
-    ids = batch["index"].tolist()
-    last = latest_checkpoint(run.checkpoints)
-    where = f"step {progress.step}, epoch {progress.epoch + 1}, batch {progress.batches_done} (sample indices {ids[:16]})"
-    if cfg.train.on_nonfinite == "stop":
-        raise NonFiniteLoss(
-            f"non-finite loss at {where}; last good checkpoint: {last or 'none yet'}. "
-            "Lower train.lr, enable gradient clipping, or set train.on_nonfinite=skip to skip such batches."
-        )
-    optimizer.zero_grad(set_to_none=True)
-    progress.skipped_nonfinite += 1
-    run.log(f"skipped a batch with non-finite loss at {where}")
-
-
-def _log_step(
-    accelerator, run: RunDir, writer, bar, progress: Progress, loss: float, lr: float, rate: float
-) -> None:
-    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
-    if not accelerator.is_main_process:
-        return
-    record = {
-        "step": progress.step,
-        "epoch": progress.epoch + 1,
-        "loss": loss,
-        "lr": lr,
-        "samples_per_s": rate,
-    }
-    run.append_jsonl("train_log.jsonl", record)
-    if writer is not None:
-        writer.add_scalar("train/loss", loss, progress.step)
-        writer.add_scalar("train/lr", lr, progress.step)
-        writer.add_scalar("train/samples_per_s", rate, progress.step)
 
 
 def _tensorboard(run: RunDir):

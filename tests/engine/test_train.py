@@ -1,0 +1,159 @@
+"""End to end on tiny configurations: training, evaluation, the run directory, resume, guards, feature cache."""
+
+import json
+
+import pytest
+import torch
+
+from mile.engine.checkpoint import latest_checkpoint
+from mile.engine.inference import answer, evaluate_run, load_trained
+from mile.engine.rundir import RunDir
+from mile.engine.train import NonFiniteLoss, train_run
+
+
+def _losses(run):
+    return [json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_a_complete_run_directory(tiny_config, tmp_path):
+    cfg = tiny_config("plan.text_decoder=lora", "train.eval_every=1")
+    run = RunDir(tmp_path / "run")
+    metrics = train_run(cfg, run)
+    for name in ("config.yaml", "env.json", "params.json", "train_stats.json", "data_report.json", "log.txt"):
+        assert (run / name).is_file(), name
+    assert run.is_done()
+    assert (run.weights / "trainable.safetensors").is_file()
+    m = json.loads((run.eval_dir("test") / "metrics.json").read_text())
+    assert m == metrics["test"] and m["n"] == 24 and m["global"]["n"] == 24
+    assert (run.path / "eval" / "epoch-1" / "test" / "metrics.json").is_file()
+    rows = [json.loads(x) for x in (run.eval_dir("test") / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and set(rows[0]) >= {
+        "id",
+        "question",
+        "answer",
+        "prediction",
+        "answer_type",
+        "correct",
+    }
+    stats = run.read_json("train_stats.json")
+    assert stats["steps"] == 2 * 3 and stats["samples"] == 48 and stats["peak_rss_mb"] > 0
+    assert len(list((run / "tb").iterdir())) == 1
+    assert run.read_json("params.json")["trainable"] < run.read_json("params.json")["total"]
+    losses = _losses(run)
+    assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_trained_run_reloads_for_eval_and_predict(tiny_config, tmp_path, demo_data):
+    run = RunDir(tmp_path / "run")
+    first = train_run(tiny_config("train.epochs=1"), run)["test"]
+    again = evaluate_run(run, ["test"])["test"]
+    assert again == first  # same weights, same beams, same answers
+    session = load_trained(run)
+    image = sorted((demo_data / "images").iterdir())[0]
+    out = answer(session, str(image), ["is this a ct?", "where is the mass?"])
+    assert len(out) == 2 and all(isinstance(a, str) for a in out)
+
+
+def test_frozen_towers_get_no_grad_and_no_optimizer_state(tiny_config, tmp_path):
+    run = RunDir(tmp_path / "run")
+    train_run(tiny_config("plan.vision=frozen", "plan.text_encoder=frozen", "train.epochs=1"), run)
+    state = torch.load(latest_checkpoint(run.checkpoints) / "optimizer.pt", weights_only=True)["optimizer"]
+    n_params = sum(len(g["params"]) for g in state["param_groups"])
+    params = run.read_json("params.json")
+    assert params["towers"]["vision"]["trainable"] == 0 and params["towers"]["text_encoder"]["trainable"] == 0
+    assert n_params == len(state["state"])  # every parameter the optimizer knows is trained
+    from safetensors.torch import load_file
+
+    saved = load_file(str(run.weights / "trainable.safetensors"))
+    assert not any(k.startswith(("vision.", "text_encoder.")) for k in saved)
+
+
+def test_feature_cache_gives_the_same_losses_and_answers(tiny_config, tmp_path):
+    runs = {}
+    for mode in ("none", "memory"):
+        runs[mode] = RunDir(tmp_path / mode)
+        train_run(tiny_config("plan.vision=frozen", f"train.feature_cache={mode}"), runs[mode])
+    assert _losses(runs["none"]) == _losses(runs["memory"])
+    read = lambda r: (r.eval_dir("test") / "predictions.jsonl").read_text()  # noqa: E731
+    assert read(runs["none"]) == read(runs["memory"])
+    cache = runs["memory"].read_json("train_stats.json")["feature_cache"]
+    assert cache["misses"] == cache["in_memory"] > 0 and cache["hits"] > 0  # each image computed once
+
+
+def test_feature_cache_refused_when_the_vision_tower_trains(tiny_config, tmp_path):
+    with pytest.raises(ValueError, match="needs a frozen vision tower"):
+        train_run(tiny_config("train.feature_cache=memory"), RunDir(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("stop_at", [2, 4, 6])  # mid epoch 1, mid epoch 2, end of epoch 2
+def test_resume_finishes_like_an_uninterrupted_run(tiny_config, tmp_path, stop_at):
+    cfg = tiny_config("train.epochs=3", "train.checkpoint_every=2", "plan.text_decoder=lora")
+    whole = RunDir(tmp_path / "whole")
+    train_run(cfg, whole)
+    broken = RunDir(tmp_path / "broken")
+    _interrupt_after(cfg, broken, steps=stop_at)
+    resumed = train_run(cfg, broken, resume=True)
+    assert "resumed from" in (broken / "log.txt").read_text()
+    assert resumed["test"] == whole.read_json("eval/test/metrics.json")
+    from safetensors.torch import load_file
+
+    a, b = (
+        load_file(str(whole.weights / "trainable.safetensors")),
+        load_file(str(broken.weights / "trainable.safetensors")),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _interrupt_after(cfg, run, steps):
+    """Stop training abruptly once `steps` optimizer steps are done, as a kill would."""
+    import mile.engine.train as train_mod
+
+    real = train_mod.save_checkpoint
+
+    def save_then_die(directory, model, optimizer, scheduler, progress):
+        path = real(directory, model, optimizer, scheduler, progress)
+        if progress.step >= steps:
+            raise KeyboardInterrupt
+        return path
+
+    train_mod.save_checkpoint = save_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_run(cfg, run)
+    finally:
+        train_mod.save_checkpoint = real
+    assert run.status()["state"] == "failed"
+
+
+def test_nonfinite_loss_stops_with_step_and_checkpoint(tiny_config, tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "run")
+    _poison_loss(monkeypatch, at_call=3)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 2, epoch 1, batch 2 \(sample indices"):
+        train_run(tiny_config(), run)
+
+
+def test_nonfinite_loss_can_be_skipped_and_counted(tiny_config, tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "run")
+    _poison_loss(monkeypatch, at_call=3)
+    train_run(tiny_config("train.on_nonfinite=skip"), run)
+    assert run.read_json("train_stats.json")["skipped_nonfinite"] == 1
+    assert "skipped a batch with non-finite loss" in (run / "log.txt").read_text()
+
+
+def _poison_loss(monkeypatch, at_call):
+    from mile.model.mile import MileModel
+
+    real, calls = MileModel.answer_loss, {"n": 0}
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        loss = real(self, *args)
+        return loss * float("nan") if calls["n"] == at_call else loss
+
+    monkeypatch.setattr(MileModel, "answer_loss", poisoned)
+
+
+def test_a_plan_that_trains_nothing_is_an_error(tiny_config, tmp_path):
+    cfg = tiny_config("plan.vision=frozen", "plan.text_encoder=frozen", "plan.text_decoder=frozen")
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train_run(cfg, RunDir(tmp_path / "run"))
