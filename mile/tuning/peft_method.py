@@ -1,0 +1,204 @@
+"""Layer methods from `peft` (LoRA, DoRA, rsLoRA, IA3, LoHa, LoKr, AdaLoRA, VeRA, OFT, BOFT, LN-tuning and every
+other injectable peft tuner), applied to one tower at a time.
+
+peft's own tuner class is instantiated on the tower sub-module, so peft does all the work (layer creation, init,
+merge, disable, state dicts) while module names stay ours (`text_decoder.layers.0.self_attn.q.lora_A.default`).
+Our full-name patterns pick the modules; peft gets them as one exact-name regex. The tuner object is kept by the
+handle, outside the model, which also keeps tuner-level shared state (VeRA's projections) reachable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+from peft.tuners.tuners_utils import BaseTuner
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mile.tuning.base import Applied, MethodCall
+from mile.tuning.errors import PlanError
+from mile.tuning.targets import exact_regex, relative, select_modules
+
+ADAPTER = "default"  # peft's default adapter name, so a saved tower loads with PeftModel.from_pretrained too
+CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+# Config fields the plan sets in its own way: targets/exclude/layers are our full-name patterns; modules_to_save
+# would rename modules (use the plan's extra_trainable); the rest is bookkeeping peft fills itself.
+RESERVED = frozenset(
+    {
+        "peft_type", "task_type", "auto_mapping", "base_model_name_or_path", "revision", "peft_version",
+        "inference_mode", "target_modules", "exclude_modules", "layers_to_transform", "layers_pattern",
+        "feedforward_modules", "modules_to_save", "target_parameters",
+    }
+)  # fmt: skip
+NOT_INJECTABLE = frozenset({"XLORA", "SHADOW"})  # need peft's own model wrapper
+
+
+@functools.cache
+def peft_methods() -> dict[str, tuple[type, type]]:
+    """Injectable peft tuners by plan name (the lower-case peft type): name -> (config class, tuner class)."""
+    out = {}
+    for ptype, tuner in PEFT_TYPE_TO_TUNER_MAPPING.items():
+        if isinstance(tuner, type) and issubclass(tuner, BaseTuner) and ptype.value not in NOT_INJECTABLE:
+            out[ptype.value.lower()] = (PEFT_TYPE_TO_CONFIG_MAPPING[ptype], tuner)
+    return out
+
+
+def option_names(method: str) -> frozenset[str]:
+    """The keyword arguments a plan may pass through to the method's peft config."""
+    names = {f.name for f in dataclasses.fields(peft_methods()[method][0])} - RESERVED
+    return frozenset(names | ({"feedforward"} if method == "ia3" else set()))
+
+
+def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Build the peft config once with a placeholder target so peft's own checks run at plan-load time."""
+    config_cls = peft_methods()[method][0]
+    kwargs = {k: v for k, v in options.items() if k != "feedforward"}
+    if method == "ia3":
+        kwargs["feedforward_modules"] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config_cls(target_modules=["placeholder"], **kwargs)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise ValueError(f"peft rejects these {method} options {kwargs}: {exc}") from None
+    return options
+
+
+class PeftApplied(Applied):
+    mergeable = True
+
+    def __init__(self, call: MethodCall, modules: list[str], tower: nn.Module, tuner: BaseTuner):
+        super().__init__(call.method, call.tower, modules)
+        self.tower_module = tower
+        self.tuner = tuner
+
+    @property
+    def config(self) -> Any:
+        return self.tuner.peft_config[ADAPTER]
+
+    def added_parameters(self) -> list[str]:
+        # peft puts the adapter name into the name of every parameter it adds (lora_A.default.weight, ...)
+        return [
+            f"{self.tower}.{n}"
+            for n, _ in self.tower_module.named_parameters()
+            if f".{ADAPTER}." in n or n.endswith(f".{ADAPTER}")
+        ]
+
+    def saved_parameters(self) -> set[str]:
+        return set(self.added_parameters())
+
+    def set_enabled(self, enabled: bool) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Careful, disabling adapter layers with bias")
+            self.tuner.enable_adapter_layers() if enabled else self.tuner.disable_adapter_layers()
+        self.enabled = enabled
+
+    def merge(self) -> None:
+        self.tuner.merge_adapter()
+        self.merged = True
+
+    def unmerge(self) -> None:
+        self.tuner.unmerge_adapter()
+        self.merged = False
+
+    def save(self, directory: Path) -> None:
+        state = get_peft_model_state_dict(_PeftModelView(self.tuner), adapter_name=ADAPTER)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state.items()},
+            str(directory / WEIGHTS_FILE),
+            metadata={"format": "pt"},
+        )
+        self.config.save_pretrained(str(directory))
+
+    def load(self, directory: Path) -> None:
+        file = directory / WEIGHTS_FILE
+        if not file.is_file():
+            raise PlanError(f"{self.tower}: {file} is missing; cannot load the {self.method} adapter")
+        state = load_file(str(file))
+        result = set_peft_model_state_dict(_PeftModelView(self.tuner), state, adapter_name=ADAPTER)
+        # peft leaves constants out of its files (AdaLoRA's ranknum), so only trainable adapter weights must be there
+        trainable = {
+            f"base_model.model.{n}" for n, p in self.tower_module.named_parameters() if p.requires_grad
+        }
+        missing = [k for k in result.missing_keys if f".{ADAPTER}" in k and k in trainable]
+        if result.unexpected_keys or missing:
+            raise PlanError(
+                f"{file} does not fit the {self.method} adapter of {self.tower}: unexpected keys "
+                f"{sorted(result.unexpected_keys)[:5]}, missing keys {sorted(missing)[:5]}"
+            )
+
+    def unload(self, merge: bool = False) -> None:
+        """Take the adapter out; with `merge` its effect is folded into the base weights for good."""
+        if merge:
+            self.tuner.merge_and_unload()
+        else:
+            if self.merged:
+                self.unmerge()
+            self.tuner.unload()
+
+    def on_step(self, step: int) -> None:
+        """AdaLoRA's budget schedule: call after backward, before zero_grad (a no-op for other methods)."""
+        if hasattr(self.tuner, "update_and_allocate"):
+            self.tuner.update_and_allocate(step)
+
+    def regularization_loss(self) -> torch.Tensor | None:
+        """AdaLoRA's orthogonality penalty (already weighted), or None for methods without one.
+
+        peft adds it inside AdaLoraModel.forward to `outputs.loss`; our towers return tensors, so that forward
+        is run on a stand-in whose model "returns" a zero loss and exposes the tower's parameters."""
+        if not hasattr(self.tuner, "update_and_allocate"):
+            return None
+        zero = next(self.tower_module.parameters()).new_zeros(())
+        outputs = SimpleNamespace(loss=zero)
+        model = SimpleNamespace(forward=lambda: outputs, named_parameters=self.tower_module.named_parameters)
+        probe = SimpleNamespace(
+            model=model,
+            peft_config=self.tuner.peft_config,
+            trainable_adapter_name=self.tuner.trainable_adapter_name,
+        )
+        return type(self.tuner).forward(probe).loss
+
+
+class _PeftModelView(nn.Module):
+    """Looks like a PeftModel to peft's state-dict functions: keys get PeftModel's `base_model.model.` prefix
+    (so a saved tower also loads with PeftModel.from_pretrained) and tuner-level state is included."""
+
+    def __init__(self, tuner: BaseTuner):
+        super().__init__()
+        self.base_model = tuner
+        self.peft_config = tuner.peft_config
+
+
+def apply_peft(model: nn.Module, call: MethodCall) -> PeftApplied:
+    tower = model.get_submodule(call.tower)
+    modules = select_modules(tower, call.tower, call.targets, call.exclude, call.layers, call.key)
+    options = dict(call.options)
+    config_cls, tuner_cls = peft_methods()[call.method]
+    if call.method == "ia3":
+        options["feedforward_modules"] = _feedforward(tower, call, modules, options.pop("feedforward", ()))
+    config = config_cls(target_modules=exact_regex(relative(m, call.tower) for m in modules), **options)
+    try:
+        tuner = tuner_cls(tower, config, ADAPTER)
+    except (TypeError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise PlanError(
+            f"{call.key}: peft {call.method} cannot be applied to {modules[:4]}...: {exc}"
+        ) from exc
+    return PeftApplied(call, modules, tower, tuner)
+
+
+def _feedforward(tower: nn.Module, call: MethodCall, modules: list[str], patterns: Any) -> str | list:
+    """IA3's feed-forward modules (scaled on their input rather than their output): those of the targets that
+    the `feedforward` patterns hit (each pattern must hit some module of the tower)."""
+    if not patterns:
+        return []
+    ff = set(select_modules(tower, call.tower, list(patterns), key=f"{call.key}.feedforward"))
+    chosen = [m for m in modules if m in ff]
+    return exact_regex(relative(m, call.tower) for m in chosen) if chosen else []

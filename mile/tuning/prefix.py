@@ -1,0 +1,155 @@
+"""Prefix tuning: learned keys and values prepended in every targeted attention, reparameterised by an MLP.
+
+Li & Liang, "Prefix-Tuning: Optimizing Continuous Prompts for Generation", ACL 2021. https://arxiv.org/abs/2101.00190
+
+Shaped as peft's PrefixEncoder with `prefix_projection=True`: P virtual tokens, Embedding(P, D) -> Linear(D, H) ->
+Tanh -> Linear(H, A*2*D), giving a key and a value prefix (P, D) for each of the A targeted attentions (by default
+every self-attention of the tower; add `*.cross_attn` to reach cross-attention too). At blip-base (D 768, 12
+layers, P 10, H 768) that is 14,772,480 parameters per tower. Unlike peft's `past_key_values` route this reaches
+the JTM encoder, cross-attention and the ViT, because it plugs into our `Attention.prefix` hook.
+
+The shared MLP runs once per tower forward, not once per layer: a forward pre-hook on the tower opens a cache that
+the first attention fills for all A attentions, and a forward hook (always called) closes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from mile.model.attention import Attention
+from mile.tuning.base import Applied, MethodCall
+from mile.tuning.errors import PlanError
+from mile.tuning.targets import select_modules
+
+ENCODER = "prefix_encoder"  # attribute on the tower, so the parameters belong to the tower they serve
+
+
+class PrefixOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_virtual_tokens: int = Field(10, ge=1)  # P
+    encoder_hidden_size: int = Field(768, ge=1)  # H, the reparameterising MLP's hidden width
+
+
+class PrefixProvider(nn.Module):
+    """Computes the (A, 2, P, D) keys/values of all targeted attentions; cached while its tower runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._open = False
+        self._cache: Tensor | None = None
+
+    def compute(self) -> Tensor:
+        raise NotImplementedError
+
+    def prefixes(self) -> Tensor:
+        if not self._open:  # called outside a tower forward: nothing to share with
+            return self.compute()
+        if self._cache is None:
+            self._cache = self.compute()
+        return self._cache
+
+
+class PrefixEncoder(PrefixProvider):
+    def __init__(self, attentions: int, tokens: int, width: int, hidden: int):
+        super().__init__()
+        self.shape = (tokens, attentions, 2, width)
+        self.embedding = nn.Embedding(tokens, width)
+        self.transform = nn.Sequential(
+            nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, attentions * 2 * width)
+        )
+
+    def compute(self) -> Tensor:
+        kv = self.transform(self.embedding.weight)  # (P, A*2*D)
+        return kv.view(self.shape).permute(1, 2, 0, 3)  # (A, 2, P, D)
+
+
+class PrefixSlot:
+    """The `Attention.prefix` callable of the i-th targeted attention: its (k, v), each (P, D)."""
+
+    def __init__(self, provider: PrefixProvider, index: int):
+        self.provider = provider
+        self.index = index
+
+    def __call__(self) -> tuple[Tensor, Tensor]:
+        kv = self.provider.prefixes()[self.index]
+        return kv[0], kv[1]
+
+
+def _open_cache(tower: nn.Module, args: tuple) -> None:
+    provider = getattr(tower, ENCODER)
+    provider._open, provider._cache = True, None
+
+
+def _close_cache(tower: nn.Module, args: tuple, output: object) -> None:
+    provider = getattr(tower, ENCODER)
+    provider._open, provider._cache = False, None  # drop the graph with the forward that built it
+
+
+class PrefixApplied(Applied):
+    def __init__(self, call: MethodCall, modules: list[str], tower: nn.Module, slots: dict[str, PrefixSlot]):
+        super().__init__(call.method, call.tower, modules)
+        self.tower_module = tower
+        self.slots = slots  # module name inside the tower -> its slot
+        self.hooks = [
+            tower.register_forward_pre_hook(_open_cache),
+            tower.register_forward_hook(_close_cache, always_call=True),
+        ]
+        self.set_enabled(True)
+
+    def added_parameters(self) -> list[str]:
+        return [
+            f"{self.tower}.{ENCODER}.{n}" for n, _ in getattr(self.tower_module, ENCODER).named_parameters()
+        ]
+
+    def set_enabled(self, enabled: bool) -> None:
+        for name, slot in self.slots.items():
+            self.tower_module.get_submodule(name).prefix = slot if enabled else None
+        self.enabled = enabled
+
+    def unload(self, merge: bool = False) -> None:
+        self.set_enabled(False)
+        for hook in self.hooks:
+            hook.remove()
+        delattr(self.tower_module, ENCODER)
+
+
+def attach_prefix(
+    model: nn.Module, call: MethodCall, make: Callable[[int, int], PrefixProvider]
+) -> PrefixApplied:
+    """Give every targeted attention of the tower a slot of one provider built by `make(attentions, width)`."""
+    tower = model.get_submodule(call.tower)
+    modules = select_modules(tower, call.tower, call.targets, call.exclude, call.layers, call.key)
+    rel = [m[len(call.tower) + 1 :] for m in modules]
+    attns = [tower.get_submodule(r) for r in rel]
+    wrong = [m for m, a in zip(modules, attns, strict=True) if not isinstance(a, Attention)]
+    if wrong:
+        raise PlanError(
+            f"{call.key}.targets: {call.method} needs attention modules; these are not: {wrong[:4]}"
+        )
+    busy = [m for m, a in zip(modules, attns, strict=True) if a.prefix is not None]
+    if busy:
+        raise PlanError(f"{call.key}: {busy[:4]} already have a key/value prefix")
+    widths = {a.k.out_features for a in attns}
+    if len(widths) != 1:
+        raise PlanError(f"{call.key}.targets: the targeted attentions differ in width {sorted(widths)}")
+    if hasattr(tower, ENCODER):
+        raise PlanError(f"{call.key}: the tower already has a {ENCODER}")
+    ref = next(tower.parameters())
+    with torch.device(ref.device):  # build in place (also on the meta device), not on the CPU first
+        provider = make(len(attns), widths.pop())
+    tower.add_module(ENCODER, provider.to(dtype=ref.dtype))
+    slots = {r: PrefixSlot(provider, i) for i, r in enumerate(rel)}
+    return PrefixApplied(call, modules, tower, slots)
+
+
+def apply_prefix(model: nn.Module, call: MethodCall) -> PrefixApplied:
+    opts = PrefixOptions(**call.options)
+
+    def make(attentions: int, width: int) -> PrefixProvider:
+        return PrefixEncoder(attentions, opts.num_virtual_tokens, width, opts.encoder_hidden_size)
+
+    return attach_prefix(model, call, make)
