@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mile.model.config import SIZES
+from mile.model.generation import GenerationConfig
 from mile.tuning.plan import PlanConfig
 
 
@@ -89,8 +90,16 @@ class TrainSection(Section):
 class EvalSection(Section):
     num_beams: int = Field(default=3, ge=1)
     max_new_tokens: int = Field(default=10, ge=1)
+    min_new_tokens: int = Field(default=1, ge=0)  # bar [SEP] before this many tokens: no empty answers
     batch_size: int = Field(default=32, ge=1)
     merge_adapters: bool = True  # merge LoRA-family adapters for evaluation when exact
+
+    def generation(self, num_beams: int | None = None) -> GenerationConfig:
+        return GenerationConfig(
+            num_beams=num_beams or self.num_beams,
+            max_new_tokens=self.max_new_tokens,
+            min_new_tokens=self.min_new_tokens,
+        )
 
 
 class RunSection(Section):

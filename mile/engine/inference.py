@@ -11,7 +11,7 @@ from mile.engine.build import Session, build_session, load_split
 from mile.engine.checkpoint import load_trainable
 from mile.engine.rundir import RunDir
 from mile.engine.train import WEIGHTS_FILE, evaluate_splits, make_accelerator
-from mile.model.generation import GenerationConfig, generate
+from mile.model.generation import generate
 
 
 def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Session:
@@ -41,8 +41,7 @@ def evaluate_run(run: RunDir, splits: list[str], data_overrides: dict[str, Any] 
 def answer(session: Session, image: str, questions: list[str], num_beams: int | None = None) -> list[str]:
     pixels = session.transform(train=False)(image)[None].expand(len(questions), -1, -1, -1)
     ids, mask = session.tokenizer.encode_questions(questions)
-    cfg = session.config.eval
-    generation = GenerationConfig(num_beams=num_beams or cfg.num_beams, max_new_tokens=cfg.max_new_tokens)
+    generation = session.config.eval.generation(num_beams)
     out = generate(session.model, ids, mask, pixels=pixels, config=generation)
     return session.tokenizer.decode(out)
 

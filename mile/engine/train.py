@@ -31,7 +31,6 @@ from mile.engine.features import FeatureCache, cache_applies, default_cache_dir
 from mile.engine.measure import Meter
 from mile.engine.optim import make_optimizer, make_scheduler
 from mile.engine.rundir import RunDir
-from mile.model.generation import GenerationConfig
 
 WEIGHTS_FILE = "trainable.safetensors"
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -273,7 +272,7 @@ def evaluate_splits(
     cache=None,
 ) -> dict:
     """Generate and score every evaluation split; files go to eval/<split>/ (or eval/<tag>/<split>/)."""
-    generation = GenerationConfig(num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens)
+    generation = cfg.eval.generation()
     results = {}
     for split in cfg.data.eval_splits:
         data = splits[split]

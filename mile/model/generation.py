@@ -25,6 +25,7 @@ NEG = -1.0e9  # the "impossible" score, as large as fp32 keeps exact when added 
 class GenerationConfig:
     num_beams: int = 3
     max_new_tokens: int = 10
+    min_new_tokens: int = 1  # an empty answer is never right: [SEP] is barred before this many tokens
     length_penalty: float = 1.0
 
     def __post_init__(self) -> None:
@@ -32,13 +33,19 @@ class GenerationConfig:
             raise ValueError(f"generation num_beams must be >= 1, got {self.num_beams}")
         if self.max_new_tokens < 1:
             raise ValueError(f"generation max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(
+                f"generation min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}"
+            )
 
 
 class _Decoder:
     """Runs the decoder one token at a time for a flat batch of beams, holding the cache."""
 
-    def __init__(self, model: MileModel, question_states: Tensor, question_mask: Tensor):
+    def __init__(self, model: MileModel, question_states: Tensor, question_mask: Tensor, min_new_tokens: int):
         self.model = model
+        self.min_new_tokens = min_new_tokens
+        self.produced = 0  # tokens generated so far
         self.decoder = model.text_decoder
         self.context = question_states
         self.context_mask = question_mask
@@ -49,7 +56,11 @@ class _Decoder:
         states = self.decoder(
             tokens[:, None], context=self.context, context_mask=self.context_mask, cache=self.cache
         )
-        return F.log_softmax(self.decoder.logits(states[:, -1]).float(), dim=-1)
+        log_probs = F.log_softmax(self.decoder.logits(states[:, -1]).float(), dim=-1)
+        if self.produced < self.min_new_tokens:  # as transformers' MinNewTokens processor: after the softmax
+            log_probs[:, self.model.config.eos_token_id] = float("-inf")
+        self.produced += 1
+        return log_probs
 
     def reorder(self, index: Tensor) -> None:
         """Keep / duplicate beams: row i of the new batch continues row index[i] of the old one."""
@@ -75,7 +86,7 @@ def generate(
             raise ValueError("generate needs either pixels or image_states")
         image_states = model.encode_image(pixels)
     question_states = model.encode_question(question_ids, question_mask, image_states)
-    decoder = _Decoder(model, question_states, question_mask.bool())
+    decoder = _Decoder(model, question_states, question_mask.bool(), config.min_new_tokens)
     bos = torch.full((question_ids.shape[0],), model.config.bos_token_id, device=question_ids.device)
     first = decoder.step(bos)  # every beam of a question starts identically: run it once per question
     if config.num_beams == 1:

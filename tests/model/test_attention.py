@@ -69,7 +69,13 @@ def test_generation_with_cache_equals_step_by_step_full_forward():
     mask = torch.ones_like(q)
     mask[2, 4:] = 0
     pixels = torch.randn(3, 3, 32, 32)
-    got = generate(model, q, mask, pixels=pixels, config=GenerationConfig(num_beams=1, max_new_tokens=6))
+    got = generate(
+        model,
+        q,
+        mask,
+        pixels=pixels,
+        config=GenerationConfig(num_beams=1, max_new_tokens=6, min_new_tokens=0),
+    )
     seq = torch.full((3, 1), model.config.bos_token_id)
     with torch.no_grad():
         states = model.encode_question(q, mask, model.encode_image(pixels))

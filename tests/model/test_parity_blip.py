@@ -87,7 +87,8 @@ def test_loss_matches_transformers_token_mean(pair, batch):
 
 @pytest.mark.parametrize("num_beams", [1, 3, 4])
 @pytest.mark.parametrize("eos_boost", [0.0, 1.3, 1.5, 1.7])
-def test_generated_answers_match(hf_blip_dir, num_beams, eos_boost):
+@pytest.mark.parametrize("min_new", [0, 1])
+def test_generated_answers_match(hf_blip_dir, num_beams, eos_boost, min_new):
     """eos_boost raises [SEP]'s logit so hypotheses end at different steps, exercising beam bookkeeping."""
     directory, _ = hf_blip_dir
     hf = BlipForQuestionAnswering.from_pretrained(directory).eval()
@@ -109,10 +110,15 @@ def test_generated_answers_match(hf_blip_dir, num_beams, eos_boost):
             attention_mask=mask,
             num_beams=num_beams,
             max_new_tokens=10,
+            min_new_tokens=min_new,
             do_sample=False,
         )
     mine = generate(
-        ours, question, mask, pixels=pixels, config=GenerationConfig(num_beams=num_beams, max_new_tokens=10)
+        ours,
+        question,
+        mask,
+        pixels=pixels,
+        config=GenerationConfig(num_beams=num_beams, max_new_tokens=10, min_new_tokens=min_new),
     )
     theirs = theirs[:, 1:]  # drop [DEC]
     width = max(theirs.shape[1], mine.shape[1])

@@ -1,0 +1,3 @@
+from mile.cli.main import main
+
+main()

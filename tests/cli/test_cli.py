@@ -1,0 +1,75 @@
+"""The `mile` command as a user runs it: subprocesses, exit codes, printed output."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def mile(*args, cwd=None, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mile", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"mile {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    proc = mile("demo", "--output-dir", out, "--epochs", "1")
+    return out / "demo", proc
+
+
+def test_demo_trains_and_reports(demo_run):
+    run, proc = demo_run
+    assert "global" in proc.stdout and "closed by answer_type" in proc.stdout and "(n=164)" in proc.stdout
+    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["n"] == 164 and metrics["rules"]["answer_type"]["closed"]["n"] == 103
+
+
+def test_eval_and_predict_on_a_finished_run(demo_run, demo_data):
+    run, _ = demo_run
+    proc = mile("eval", run, "--split", "train")
+    assert "train: global" in proc.stdout and (run / "eval" / "train" / "metrics.json").is_file()
+    image = sorted((demo_data / "images").iterdir())[0]
+    proc = mile(
+        "predict", run, "--image", image, "--question", "is there a fracture?", "--question", "what organ?"
+    )
+    assert proc.stdout.count("Q: ") == 2 and proc.stdout.count("A: ") == 2
+
+
+def test_modules_json_schema():
+    proc = mile("modules", "--json", "plan.vision=frozen", "plan.text_decoder=lora")
+    data = json.loads(proc.stdout)
+    assert set(data) == {"towers", "total", "trainable", "trainable_pct"}
+    assert set(data["towers"]) == {"vision", "text_encoder", "text_decoder"}
+    assert data["towers"]["vision"]["trainable"] == 0 and 0 < data["trainable_pct"] < 100
+
+
+def test_bad_config_is_one_clear_message_and_exit_code_2(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train: {lr: -1, epochs: x}\nplan: {vision: lorra}\n")
+    proc = mile("train", cfg, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "train.lr" in proc.stderr and "train.epochs" in proc.stderr and "plan.vision" in proc.stderr
+
+
+def test_missing_dataset_root_is_clear(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    proc = mile(
+        "train",
+        empty,
+        "data.dataset=slake",
+        f"data.root={tmp_path / 'nope'}",
+        "model.size=tiny",
+        f"run.output_dir={tmp_path}",
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nope" in proc.stderr
