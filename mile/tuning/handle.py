@@ -142,9 +142,9 @@ def apply_plan(model: nn.Module, plan: PlanConfig | dict | str) -> TuningHandle:
         raise PlanError(f"the model already carries tuning methods ({busy[:3]}); unload them first")
     extra = select_parameters(model, plan.extra_trainable, "extra_trainable") if plan.extra_trainable else []
     params = dict(model.named_parameters())
-    extra_params = [
-        params[n] for n in extra
-    ]  # held by identity: injection renames q.weight to q.base_layer.weight
+    # held by identity, since injection renames parameters (q.weight becomes q.base_layer.weight)
+    extra_params = [params[n] for n in extra]
+    flags = [(p, p.requires_grad) for p in params.values()]
     for p in model.parameters():
         p.requires_grad_(False)
     applied: dict[str, Applied] = {}
@@ -159,6 +159,8 @@ def apply_plan(model: nn.Module, plan: PlanConfig | dict | str) -> TuningHandle:
     except Exception:
         for a in applied.values():  # leave the model as it came when a later tower fails
             a.unload()
+        for p, flag in flags:
+            p.requires_grad_(flag)
         raise
     for p in extra_params:
         p.requires_grad_(True)

@@ -164,10 +164,12 @@ def _method(name: Any, tower: str) -> MethodInfo:
 
 def _fold_aliases(info: MethodInfo, options: dict[str, Any], tower: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # option name -> the key the user wrote for it
     for key, value in options.items():
         name = info.aliases.get(key, key)
         if name in out:
-            raise ValueError(f"{tower}.{key}: {info.name} got both {key!r} and {name!r}; give one")
+            raise ValueError(f"{tower}.{key}: {info.name} got both {given[name]!r} and {key!r}; give one")
+        given[name] = key
         if name not in info.options:
             valid = sorted(info.options | set(info.aliases) | set(COMMON_KEYS))
             close = difflib.get_close_matches(key, valid, n=3)

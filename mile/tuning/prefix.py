@@ -8,8 +8,9 @@ every self-attention of the tower; add `*.cross_attn` to reach cross-attention t
 layers, P 10, H 768) that is 14,772,480 parameters per tower. Unlike peft's `past_key_values` route this reaches
 the JTM encoder, cross-attention and the ViT, because it plugs into our `Attention.prefix` hook.
 
-The shared MLP runs once per tower forward, not once per layer: a forward pre-hook on the tower opens a cache that
-the first attention fills for all A attentions, and a forward hook (always called) closes it.
+The shared MLP runs once per tower forward, not once per layer: a forward pre-hook on the tower computes all A
+prefixes before the first layer runs, and every attention reads its slice. Computing them outside the layers also
+keeps gradient checkpointing exact: a recomputed layer reads the same prefix tensor as the original forward did.
 """
 
 from __future__ import annotations
@@ -35,22 +36,24 @@ class PrefixOptions(BaseModel):
 
 
 class PrefixProvider(nn.Module):
-    """Computes the (A, 2, P, D) keys/values of all targeted attentions; cached while its tower runs."""
+    """Computes the (A, 2, P, D) keys/values of all targeted attentions, once per forward of its tower."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._open = False
-        self._cache: Tensor | None = None
+        self.active = True
+        self._cache: Tensor | None = (
+            None  # this forward's prefixes (kept until the next one: see the docstring)
+        )
 
     def compute(self) -> Tensor:
         raise NotImplementedError
 
+    def refresh(self) -> None:
+        self._cache = self.compute() if self.active else None
+
     def prefixes(self) -> Tensor:
-        if not self._open:  # called outside a tower forward: nothing to share with
-            return self.compute()
-        if self._cache is None:
-            self._cache = self.compute()
-        return self._cache
+        # outside a tower forward (an attention called on its own) there is nothing to share: compute afresh
+        return self._cache if self._cache is not None else self.compute()
 
 
 class PrefixEncoder(PrefixProvider):
@@ -79,14 +82,8 @@ class PrefixSlot:
         return kv[0], kv[1]
 
 
-def _open_cache(tower: nn.Module, args: tuple) -> None:
-    provider = getattr(tower, ENCODER)
-    provider._open, provider._cache = True, None
-
-
-def _close_cache(tower: nn.Module, args: tuple, output: object) -> None:
-    provider = getattr(tower, ENCODER)
-    provider._open, provider._cache = False, None  # drop the graph with the forward that built it
+def _refresh(tower: nn.Module, args: tuple) -> None:
+    getattr(tower, ENCODER).refresh()  # looked up on the tower, so a deep copy of the model still works
 
 
 class PrefixApplied(Applied):
@@ -94,10 +91,8 @@ class PrefixApplied(Applied):
         super().__init__(call.method, call.tower, modules)
         self.tower_module = tower
         self.slots = slots  # module name inside the tower -> its slot
-        self.hooks = [
-            tower.register_forward_pre_hook(_open_cache),
-            tower.register_forward_hook(_close_cache, always_call=True),
-        ]
+        self.provider: PrefixProvider = getattr(tower, ENCODER)
+        self.hook = tower.register_forward_pre_hook(_refresh)
         self.set_enabled(True)
 
     def added_parameters(self) -> list[str]:
@@ -108,12 +103,13 @@ class PrefixApplied(Applied):
     def set_enabled(self, enabled: bool) -> None:
         for name, slot in self.slots.items():
             self.tower_module.get_submodule(name).prefix = slot if enabled else None
+        self.provider.active = enabled
+        self.provider._cache = None
         self.enabled = enabled
 
     def unload(self, merge: bool = False) -> None:
         self.set_enabled(False)
-        for hook in self.hooks:
-            hook.remove()
+        self.hook.remove()
         delattr(self.tower_module, ENCODER)
 
 
