@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -48,6 +48,9 @@ def make_accelerator(cfg: Config) -> Accelerator:
         gradient_accumulation_steps=cfg.train.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         step_scheduler_with_optimizer=False,
+        # A plan may hold trainable parameters a batch never reaches (e.g. an adapter on a path a frozen
+        # prefix skips); DDP must then not wait for their gradients.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
 
 
@@ -188,7 +191,7 @@ class Trainer:
         if self.cache is not None:
             batch["image_states"] = self.cache.states(batch["images"], acc.device)
         with acc.accumulate(self.model):
-            loss = self.model(**model_inputs(batch)).loss
+            loss = _global_token_mean(self.model(**model_inputs(batch)), acc)
             extra = tuning.regularization_loss()  # e.g. AdaLoRA's orthogonality term
             if extra is not None:
                 loss = loss + extra
@@ -211,7 +214,7 @@ class Trainer:
             self.scheduler.step()
             p.step += 1
             if p.step % t.log_every == 0 or p.batches_done == len(self.loader):
-                self._log(loss.item())
+                self._log(acc.reduce(loss.detach(), reduction="mean").item())
             if t.checkpoint_every and p.step % t.checkpoint_every == 0:
                 self._checkpoint()
 
@@ -247,6 +250,17 @@ class Trainer:
         usage.update(steps=p.step, epochs=self.t.epochs, skipped_nonfinite=p.skipped_nonfinite)
         usage["feature_cache"] = self.cache.stats() if self.cache else None
         return usage
+
+
+def _global_token_mean(out, accelerator: Accelerator) -> torch.Tensor:
+    """The loss each process backpropagates so that DDP's gradient average equals the gradient of the token
+    mean over the *global* batch: local token sum * world size / global token count. (Averaging per-process
+    means would weigh a process's tokens by how many answer tokens it happened to get.)"""
+    if accelerator.num_processes == 1:
+        return out.loss
+    tokens = out.n_tokens.detach().float()
+    total = accelerator.reduce(tokens.clone(), reduction="sum")
+    return out.loss * tokens * accelerator.num_processes / total
 
 
 def _all_finite(loss: torch.Tensor, accelerator: Accelerator) -> bool:

@@ -22,8 +22,9 @@ TOWERS = ("vision", "text_encoder", "text_decoder")
 
 @dataclass
 class VQAOutput:
-    loss: Tensor | None
+    loss: Tensor | None  # mean over the answer tokens of the batch
     logits: Tensor  # (B, La, V): the prediction for the token after each answer position
+    n_tokens: Tensor | None = None  # how many answer tokens the loss averages (for exact data-parallel means)
 
 
 class MileModel(nn.Module):
@@ -71,7 +72,8 @@ class MileModel(nn.Module):
             answer_ids, answer_mask, context=question_states, context_mask=question_mask
         )
         logits = self.text_decoder.logits(states)
-        return VQAOutput(loss=self.answer_loss(logits, answer_ids, answer_mask), logits=logits)
+        loss = self.answer_loss(logits, answer_ids, answer_mask)
+        return VQAOutput(loss=loss, logits=logits, n_tokens=answer_mask[:, 1:].sum())
 
     def answer_loss(self, logits: Tensor, answer_ids: Tensor, answer_mask: Tensor) -> Tensor:
         """Mean token cross-entropy (with label smoothing) of predicting each next answer token."""
