@@ -186,7 +186,10 @@ def apply_peft(model: nn.Module, call: MethodCall) -> PeftApplied:
         options["feedforward_modules"] = _feedforward(tower, call, modules, options.pop("feedforward", ()))
     config = config_cls(target_modules=exact_regex(relative(m, call.tower) for m in modules), **options)
     try:
-        tuner = tuner_cls(tower, config, ADAPTER)
+        with warnings.catch_warnings():
+            # peft's size probe warns on every LayerNorm, which is exactly what ln_tuning targets
+            warnings.filterwarnings("ignore", message="Unsupported layer type")
+            tuner = tuner_cls(tower, config, ADAPTER)
     except (TypeError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise PlanError(
             f"{call.key}: peft {call.method} cannot be applied to {modules[:4]}...: {exc}"

@@ -41,9 +41,12 @@ class PrefixProvider(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.active = True
-        self._cache: Tensor | None = (
-            None  # this forward's prefixes (kept until the next one: see the docstring)
-        )
+        # this forward's prefixes, kept until the next forward so that recomputed (checkpointed) layers see them
+        self._cache: Tensor | None = None
+
+    def __getstate__(self) -> dict:
+        # a tensor inside an autograd graph can be neither deep-copied nor pickled; the next forward recomputes it
+        return {**self.__dict__, "_cache": None}
 
     def compute(self) -> Tensor:
         raise NotImplementedError

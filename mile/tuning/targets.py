@@ -7,7 +7,8 @@ Pattern syntax, the same wherever a plan takes patterns (`targets`, `exclude`, `
 - `type:<Class>`: modules whose class (or a base class) has that name, e.g. `type:LayerNorm` (modules only).
 
 Module patterns are tried against the full name (`text_decoder.layers.0.self_attn.q`) and against the name
-inside the tower (`layers.0.self_attn.q`); parameter patterns against full parameter names. A `layers` filter
+inside the tower (`layers.0.self_attn.q`); parameter patterns against the model's own full parameter names, as
+before any method renames them (`text_decoder.layers.0.self_attn.q.bias`, not peft's `...q.base_layer.bias`). A `layers` filter
 keeps modules of those block indices (`vision.blocks.N` / `text_*.layers.N`; negative counts from the end) and
 drops modules outside any block (e.g. `vision.patch_embed`). A pattern that matches nothing is an error that
 lists close names, because a typo would otherwise silently tune less than the user asked for.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.testing import assert_close
@@ -81,6 +83,7 @@ def test_the_prefix_mlp_runs_once_per_tower_forward(base, batch):
     assert len(calls) == 1  # not once per each of the 4 attentions
     model(**batch)
     assert len(calls) == 2  # and afresh each forward, so it follows the weights
+    copy.deepcopy(model)  # the kept prefixes (inside the autograd graph) do not block copying the model
 
 
 def test_prefixes_are_exact_under_gradient_checkpointing(base, batch):
