@@ -78,3 +78,12 @@ def test_the_vit_lora_gap_is_the_fused_qkv(blip_base, r, paper):
     extra = 12 * r * (3 * (768 + 768) - (768 + 2304))
     trainable, total = report["trainable"] - extra, report["total"] - extra
     assert round(100 * trainable / total, 3) == paper
+
+
+def test_presets_load_as_run_configs():
+    from mile.config import load_config
+
+    for path in sorted(PRESETS.glob("*.yaml")):
+        config = load_config(path)
+        assert config.plan == PlanConfig.model_validate(yaml.safe_load(path.read_text())["plan"])
+        assert (config.model.size, config.model.image_size) == ("blip-base", 480)
