@@ -66,7 +66,10 @@ class TrainSection(Section):
     epochs: int = Field(default=10, ge=0)
     batch_size: int = Field(default=16, ge=1)
     lr: float = Field(default=2e-5, gt=0)
-    lr_adapters: float | None = Field(default=None, gt=0)  # for PEFT parameters; None: lr
+    lr_adapters: float | None = Field(default=None, gt=0)  # for parameters a PEFT plan adds; None: lr
+    lr_new: float | None = Field(
+        default=None, gt=0
+    )  # for weights the checkpoint lacked (random init); None: lr
     weight_decay: float = Field(default=0.05, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)

@@ -9,8 +9,9 @@ from typing import Any
 
 from mile.config import Config
 from mile.data.augment import Augment
+from mile.data.errors import DataError
 from mile.data.images import ImageTransform
-from mile.data.records import LoadResult
+from mile.data.records import BadRecords, LoadResult
 from mile.data.registry import load_dataset
 from mile.model.mile import MileModel
 from mile.pretrained import build
@@ -36,6 +37,10 @@ class Session:
     def adapter_names(self) -> set[str]:
         """Trainable parameters the plan added (PEFT / native methods), as opposed to trained base weights."""
         return set(self.tuning.adapter_parameter_names())
+
+    def fresh_names(self) -> set[str]:
+        """Parameters the checkpoint did not provide (they start from random initialisation)."""
+        return set(self.load_report.initialised)
 
 
 def build_session(cfg: Config) -> Session:
@@ -68,17 +73,33 @@ def demo_root() -> Path:
 
 
 def load_split(cfg: Config, split: str) -> LoadResult:
-    """One split of the configured dataset, refused when too many records are bad."""
+    """One split of the configured dataset (`a+b` joins splits), refused when too many records are bad."""
     d = cfg.data
     name, root = (d.dataset, d.root)
     if name == "demo":
         name, root = "vqa_rad", root or str(demo_root())
     if root is None:
-        raise ValueError(f"data.root is required for dataset {d.dataset!r}")
+        raise DataError(f"data.root is required for dataset {d.dataset!r}")
     options = dict(d.options)
     if name == "slake":
         options.setdefault("language", d.language)
-    result = load_dataset(name, root, split, max_bad_fraction=d.max_bad_fraction, **options)
+    parts = [
+        load_dataset(name, root, part, max_bad_fraction=d.max_bad_fraction, **options)
+        for part in split.split("+")
+    ]
+    result = parts[0] if len(parts) == 1 else _join(parts)
     if d.limit is not None:
         result.samples = result.samples[: d.limit]
     return result
+
+
+def _join(parts: list[LoadResult]) -> LoadResult:
+    ids = [s.id for p in parts for s in p.samples]
+    if len(set(ids)) != len(ids):
+        raise DataError("joined splits share question ids; they cannot be told apart in predictions")
+    bad = BadRecords(
+        file=Path(" + ".join(str(p.bad.file) for p in parts)),
+        n_records=sum(p.bad.n_records for p in parts),
+        items=[item for p in parts for item in p.bad.items],
+    )
+    return LoadResult([s for p in parts for s in p.samples], bad)

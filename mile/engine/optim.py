@@ -11,25 +11,35 @@ from torch.optim.lr_scheduler import LambdaLR
 from mile.config import TrainSection
 
 
-def param_groups(model: nn.Module, cfg: TrainSection, adapter_names: set[str]) -> list[dict]:
+def param_groups(model: nn.Module, cfg: TrainSection, adapters: set[str], fresh: set[str]) -> list[dict]:
     """AdamW groups: no weight decay on 1-D parameters (biases, norms, scales) nor on the ViT's position and
-    class tokens (as timm); PEFT parameters may get their own lr.
-    Frozen parameters are left out, so the optimizer holds no state for them."""
-    groups: dict[tuple[bool, bool], list] = {}
+    class tokens (as timm). Learning rates by role: parameters a PEFT plan added (`lr_adapters`), parameters the
+    checkpoint did not provide and that start random, e.g. a composed model's cross-attention (`lr_new`), and
+    pretrained ones (`lr`). Frozen parameters are left out, so the optimizer holds no state for them."""
+    rates = {"adapter": cfg.lr_adapters or cfg.lr, "new": cfg.lr_new or cfg.lr, "base": cfg.lr}
+    groups: dict[tuple[str, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = param.dim() > 1 and not name.endswith(("pos_embed", "cls_token"))
-        groups.setdefault((decay, name in adapter_names), []).append(param)
-    out = []
-    for (decay, adapter), params in sorted(groups.items()):
-        lr = cfg.lr_adapters if adapter and cfg.lr_adapters is not None else cfg.lr
-        out.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": lr})
-    return out
+        base_name = name.replace(".base_layer.", ".")  # peft wraps a targeted Linear as `<name>.base_layer`
+        role = "adapter" if name in adapters else "new" if base_name in fresh else "base"
+        groups.setdefault((role, decay), []).append(param)
+    return [
+        {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+            "lr": rates[role],
+            "role": role,
+        }
+        for (role, decay), params in sorted(groups.items())
+    ]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainSection, adapter_names: set[str]) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg, adapter_names)
+def make_optimizer(
+    model: nn.Module, cfg: TrainSection, adapters: set[str], fresh: set[str]
+) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, adapters, fresh)
     if not groups:
         raise ValueError(
             "the tuning plan leaves no trainable parameters: nothing to train (plan.* all frozen?)"

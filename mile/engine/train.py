@@ -117,7 +117,9 @@ class Trainer:
 
     def fit(self, splits: dict, resume: bool) -> dict[str, Any]:
         t, acc = self.t, self.accelerator
-        optimizer = make_optimizer(self.session.model, t, self.session.adapter_names())
+        optimizer = make_optimizer(
+            self.session.model, t, self.session.adapter_names(), self.session.fresh_names()
+        )
         transform = None if self.cache else self.session.transform(train=True)
         loader = DataLoader(
             VQADataset(splits["train"].samples, transform),

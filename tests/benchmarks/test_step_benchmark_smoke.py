@@ -1,0 +1,21 @@
+"""The training-step benchmark still runs end to end (tiny architecture, one size); no speed is asserted."""
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # benchmarks/ is not an installed package; spawned workers inherit sys.path
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.step_vs_transformers import main  # noqa: E402
+
+
+def test_quick_step_benchmark_returns_positive_figures(capsys):
+    rows = main(["--quick", "--sizes", "32", "--steps", "2", "--warmup", "1", "--threads", "1"])
+    assert [(r.image_size, r.batch) for r in rows] == [(32, 2)]
+    for measured in (rows[0].ours, rows[0].theirs):
+        assert len(measured.steps) == 2
+        assert all(t > 0 for step in measured.steps for t in step)
+        assert measured.saved_bytes > 0
+        assert measured.peak_rss_growth >= 0  # a tiny step may fit in pages malloc already holds
+    assert "| px | batch |" in capsys.readouterr().out
