@@ -55,9 +55,19 @@ class RunDir:
 
     def create(self, config: Config) -> RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
+        self.remove_partial_files()
         atomic_write_text(self / "config.yaml", config.to_yaml())
         atomic_write_json(self / "env.json", environment())
         return self
+
+    def remove_partial_files(self) -> list[Path]:
+        """Delete the temp files and folders an interrupted atomic write left (`.<name>.*.tmp`)."""
+        import shutil
+
+        stale = sorted(self.path.rglob(".*.tmp"))
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return stale
 
     def config(self) -> Config:
         file = self / "config.yaml"

@@ -157,3 +157,11 @@ def test_a_plan_that_trains_nothing_is_an_error(tiny_config, tmp_path):
     cfg = tiny_config("plan.vision=frozen", "plan.text_encoder=frozen", "plan.text_decoder=frozen")
     with pytest.raises(ValueError, match="no trainable parameters"):
         train_run(cfg, RunDir(tmp_path / "run"))
+
+
+def test_partial_files_of_a_killed_write_are_removed_on_restart(tiny_config, tmp_path):
+    run = RunDir(tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / ".step-00000004-b1.tmp").mkdir(parents=True)
+    (tmp_path / "run" / ".metrics.json.abc123.tmp").write_text("{")
+    train_run(tiny_config("train.epochs=1"), run)
+    assert not list(run.path.rglob("*.tmp"))
