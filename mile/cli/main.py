@@ -62,6 +62,19 @@ def predict(
 
 
 @app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    out: Annotated[Path, typer.Argument(help="where to write the checkpoint")],
+) -> None:
+    """Write a run's model as a standalone checkpoint (LoRA-family adapters merged), loadable as init kind `mile`."""
+    from mile.engine.inference import export_run
+    from mile.engine.rundir import RunDir
+
+    path = export_run(RunDir(run_dir), out)
+    typer.echo(f"exported {run_dir} to {path} (use: model.init.kind=mile model.init.path={path})")
+
+
+@app.command()
 def modules(
     config: Annotated[Path | None, typer.Option(help="YAML config (default: the built-in defaults)")] = None,
     overrides: Overrides = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from mile.engine.checkpoint import load_trainable
 from mile.engine.rundir import RunDir
 from mile.engine.train import WEIGHTS_FILE, evaluate_splits, make_accelerator
 from mile.model.generation import generate
+from mile.pretrained import save_pretrained
 
 
 def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Session:
@@ -34,7 +36,7 @@ def evaluate_run(run: RunDir, splits: list[str], data_overrides: dict[str, Any] 
     cfg = session.config
     accelerator = make_accelerator(cfg)
     data = {split: load_split(cfg, split) for split in splits}
-    return evaluate_splits(cfg, session, data, run, accelerator)
+    return evaluate_splits(cfg, session, data, run, accelerator, merge=True)
 
 
 @torch.no_grad()
@@ -44,6 +46,21 @@ def answer(session: Session, image: str, questions: list[str], num_beams: int | 
     generation = session.config.eval.generation(num_beams)
     out = generate(session.model, ids, mask, pixels=pixels, config=generation)
     return session.tokenizer.decode(out)
+
+
+def export_run(run: RunDir, directory: str | Path) -> Path:
+    """The run's model as a standalone checkpoint (our format + vocabulary): trained towers as they are, LoRA-
+    family adapters merged into the weights. Methods that cannot merge (prefixes, bottleneck adapters, ...)
+    would be lost, so such runs are refused."""
+    session = load_trained(run)
+    lossy = [t for t, a in session.tuning.applied.items() if a.added_parameters() and not a.mergeable]
+    if lossy:
+        raise ValueError(
+            f"{run.path}: the plan's method on {lossy} cannot be merged into the weights; use the run directory "
+            "itself (mile eval / predict) or its adapters (weights/) instead of an export"
+        )
+    model = session.tuning.unload(merge=True)
+    return save_pretrained(model, session.tokenizer, directory)
 
 
 def _merged(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
         splits = _load_data(cfg, run, accelerator)
         cache = feature_cache(cfg, session, accelerator)
         usage = Trainer(cfg, session, run, accelerator, cache).fit(splits, resume) if cfg.train.epochs else {}
-        metrics = evaluate_splits(cfg, session, splits, run, accelerator, cache=cache)
+        metrics = evaluate_splits(cfg, session, splits, run, accelerator, cache=cache, merge=True)
     except BaseException as exc:
         if accelerator.is_main_process:
             run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
@@ -286,25 +286,36 @@ def evaluate_splits(
     accelerator: Accelerator,
     tag: str = "",
     cache=None,
+    merge: bool = False,
 ) -> dict:
-    """Generate and score every evaluation split; files go to eval/<split>/ (or eval/<tag>/<split>/)."""
-    generation = cfg.eval.generation()
-    results = {}
-    for split in cfg.data.eval_splits:
-        data = splits[split]
-        loader = DataLoader(
-            VQADataset(data.samples, None if cache else session.transform(train=False)),
-            batch_size=cfg.eval.batch_size,
-            collate_fn=Collate(session.tokenizer),
-            num_workers=cfg.data.num_workers,
-        )
-        loader = accelerator.prepare_data_loader(loader)
-        answers = predict(
-            session.model, session.tokenizer, loader, generation, accelerator, f"eval {split}", cache
-        )
-        if accelerator.is_main_process:
-            metrics, rows = score_split(data.samples, answers, split)
-            write_eval(run.eval_dir(f"{tag}/{split}" if tag else split), metrics, rows)
-            run.log(format_metrics(metrics))
-            results[split] = metrics
-    return results
+    """Generate and score every evaluation split; files go to eval/<split>/ (or eval/<tag>/<split>/).
+    With `merge`, LoRA-family adapters are folded into the weights for the evaluation (faster decoding) and
+    unfolded after; mid-training evaluations do not merge, so training continues on untouched weights."""
+    merged = session.tuning.merge() if merge and cfg.eval.merge_adapters else []
+    try:
+        return {
+            split: _evaluate_split(cfg, session, split, splits[split], run, accelerator, tag, cache)
+            for split in cfg.data.eval_splits
+        }
+    finally:
+        if merged:
+            session.tuning.unmerge()
+
+
+def _evaluate_split(cfg: Config, session: Session, split: str, data, run: RunDir, accelerator, tag, cache):
+    loader = DataLoader(
+        VQADataset(data.samples, None if cache else session.transform(train=False)),
+        batch_size=cfg.eval.batch_size,
+        collate_fn=Collate(session.tokenizer),
+        num_workers=cfg.data.num_workers,
+    )
+    loader = accelerator.prepare_data_loader(loader)
+    answers = predict(
+        session.model, session.tokenizer, loader, cfg.eval.generation(), accelerator, f"eval {split}", cache
+    )
+    if not accelerator.is_main_process:
+        return None
+    metrics, rows = score_split(data.samples, answers, split)
+    write_eval(run.eval_dir(f"{tag}/{split}" if tag else split), metrics, rows)
+    run.log(format_metrics(metrics))
+    return metrics

@@ -165,3 +165,36 @@ def test_partial_files_of_a_killed_write_are_removed_on_restart(tiny_config, tmp
     (tmp_path / "run" / ".metrics.json.abc123.tmp").write_text("{")
     train_run(tiny_config("train.epochs=1"), run)
     assert not list(run.path.rglob("*.tmp"))
+
+
+def test_export_merges_adapters_into_a_standalone_checkpoint(tiny_config, tmp_path):
+    from mile.config import load_config
+    from mile.engine.inference import export_run
+
+    run = RunDir(tmp_path / "run")
+    first = train_run(tiny_config("train.epochs=1", "plan.text_decoder=lora"), run)["test"]
+    export_run(run, tmp_path / "export")
+    cfg = load_config(None, [*_TINY_EVAL, f"model.init.path={tmp_path / 'export'}"])
+    again = train_run(cfg, RunDir(tmp_path / "from-export"))["test"]
+    assert again == first  # same answers from the merged standalone weights
+
+
+def test_export_refuses_methods_that_cannot_merge(tiny_config, tmp_path):
+    from mile.engine.inference import export_run
+
+    run = RunDir(tmp_path / "run")
+    train_run(tiny_config("train.epochs=1", "plan.text_decoder=ptv2"), run)
+    with pytest.raises(ValueError, match="cannot be merged"):
+        export_run(run, tmp_path / "export")
+
+
+_TINY_EVAL = [
+    "model.init.kind=mile",
+    "model.image_size=32",
+    "data.dataset=demo",
+    "data.limit=24",
+    "train.epochs=0",
+    "eval.batch_size=16",
+    "eval.num_beams=2",
+    "eval.max_new_tokens=4",
+]
