@@ -1,0 +1,1 @@
+"""Benchmarks of mile against reference implementations; see benchmarks/README.md."""

@@ -1,0 +1,164 @@
+"""Measuring helpers shared by the benchmarks: CPU peak memory, bytes saved for backward, robust timing
+summaries and Markdown tables. Linux only for the /proc-based memory figures."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+MB = 1024 * 1024
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_kib(key: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{key} not found in {_STATUS}")
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process."""
+    return _status_kib("VmRSS") * 1024
+
+
+def peak_rss_bytes() -> int:
+    """High-water mark of the resident set size (VmHWM) since start or the last `reset_peak_rss`."""
+    return _status_kib("VmHWM") * 1024
+
+
+def trim_malloc() -> None:
+    """Hand memory that glibc malloc keeps cached back to the OS, so RSS tracks live memory."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: RSS may include cached free memory
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def reset_peak_rss() -> int:
+    """Trim malloc caches, reset VmHWM to the current RSS (Linux >= 4.0) and return that RSS."""
+    trim_malloc()
+    _CLEAR_REFS.write_text("5")
+    return rss_bytes()
+
+
+def machine() -> str:
+    """CPU model, usable CPUs and torch version, for the record."""
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{names[0] if names else 'unknown CPU'}, {cpus} CPUs, torch {torch.__version__}"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+@dataclass
+class SavedTensorMeter:
+    """Bytes of distinct tensor storages that autograd saves for backward inside the `with` block.
+
+    Storages are counted once however many views of them are saved; storages of `exclude` (the parameters,
+    which exist anyway) are not counted. `shapes` keeps the first saved view's shape of each storage.
+    """
+
+    exclude: Iterable[Tensor] = ()
+    sizes: dict[int, int] = field(default_factory=dict)
+    shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._skip = {t.untyped_storage().data_ptr() for t in self.exclude}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr and ptr not in self._skip and ptr not in self.sizes:
+            self.sizes[ptr] = storage.nbytes()
+            self.shapes[ptr] = tuple(t.shape)
+        return t
+
+    def __enter__(self) -> SavedTensorMeter:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._hooks.__exit__(*exc)
+
+    def total(self, where: Callable[[tuple[int, ...]], bool] | None = None) -> int:
+        """Bytes saved, optionally only of storages whose first saved view's shape satisfies `where`."""
+        return sum(n for p, n in self.sizes.items() if where is None or where(self.shapes[p]))
+
+
+@dataclass
+class Summary:
+    """Median and interquartile range of repeated measurements."""
+
+    median: float
+    iqr: float
+    min: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Summary:
+        if not values:
+            raise ValueError("no measurements to summarise")
+        if len(values) == 1:
+            return cls(values[0], 0.0, values[0], 1)
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        return cls(statistics.median(values), q3 - q1, min(values), len(values))
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A GitHub Markdown table of already formatted cells."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Worker:
+    """A spawned process running `target(*args, conn)` that answers each message sent to it with
+    ("ok", payload) or ("error", traceback); `call` returns the payload or raises."""
+
+    def __init__(self, ctx: Any, name: str, target: Callable[..., None], args: tuple[Any, ...]):
+        self.name = name
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=target, args=(*args, child), daemon=True)
+        self.process.start()
+        child.close()
+
+    def call(self, message: str) -> Any:
+        try:
+            self.conn.send(message)
+            status, payload = self.conn.recv()
+        except (EOFError, OSError) as exc:  # killed (out of memory?) or died while bootstrapping
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            raise RuntimeError(
+                f"the {self.name} worker died (exit code {code}) before answering {message!r}"
+            ) from exc
+        if status != "ok":
+            raise RuntimeError(f"the {self.name} worker failed:\n{payload}")
+        return payload
+
+    def stop(self) -> None:
+        """Send "stop" (the worker should then return) and wait for the process to end."""
+        if self.process.is_alive():
+            with contextlib.suppress(OSError):
+                self.conn.send("stop")
+        self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.process.terminate()
+        self.conn.close()
