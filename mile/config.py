@@ -46,10 +46,33 @@ class ModelSection(Section):
         return value
 
 
+DATASETS = ("demo", "slake", "vqa_rad", "vqa_rad_public", "jsonl", "generic", "instruct")
+
+
+class SourceSection(Section):
+    """A dataset to read splits from (the evaluation data, or extra training data)."""
+
+    dataset: Literal[DATASETS]
+    root: str | None = None
+    split: str = "train"  # for extra training sources
+    language: Literal["en", "zh", "all"] = "en"  # SLAKE
+    options: dict[str, Any] = Field(
+        default_factory=dict
+    )  # dataset-specific extras, e.g. instruct image_roots
+
+
+class PromptSection(Section):
+    """Which text of an instruction record the model reads (plain records always give their question)."""
+
+    train: Literal["random", "template", "question"] = "random"  # random: one prompt of the pool per epoch
+    eval: Literal["random", "template", "question"] = "question"  # question: the plain question
+    template_id: int | None = Field(default=None, ge=1)  # for `template`
+
+
 class DataSection(Section):
-    dataset: str = "demo"  # demo | slake | vqa_rad | vqa_rad_public | jsonl | instruct
+    dataset: Literal[DATASETS] = "demo"
     root: str | None = None  # dataset folder (demo: the bundled one)
-    train_split: str = "train"
+    train_split: str = "train"  # `a+b` joins splits
     eval_splits: list[str] = Field(default_factory=lambda: ["test"])
     language: Literal["en", "zh", "all"] = "en"  # SLAKE
     image_norm: Literal["auto", "imagenet", "clip", "none"] = (
@@ -60,6 +83,14 @@ class DataSection(Section):
     limit: int | None = Field(default=None, ge=1)  # first N records of each split, for smoke runs
     num_workers: int = Field(default=0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)  # dataset-specific extras
+    eval_source: SourceSection | None = (
+        None  # evaluate on another dataset (e.g. plain SLAKE after instruction data)
+    )
+    extra_train: list[SourceSection] = Field(default_factory=list)  # more training records (mixing datasets)
+    prompts: PromptSection = Field(default_factory=PromptSection)
+    leaks: Literal["refuse", "drop", "allow"] = (
+        "refuse"  # instruction records that repeat evaluation questions
+    )
 
 
 class TrainSection(Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,8 @@ import typer
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="MILE: tower-by-tower PEFT for medical VQA."
 )
+instruct_app = typer.Typer(no_args_is_help=True, help="Instruction-format medical VQA data.")
+app.add_typer(instruct_app, name="instruct")
 
 Overrides = Annotated[
     list[str] | None, typer.Argument(help="config overrides, e.g. train.lr=1e-4 plan.vision=frozen")
@@ -98,6 +101,64 @@ def demo(
     config = Path(str(resources.files("mile") / "resources" / "configs" / "demo.yaml"))
     overrides = [f"run.output_dir={output_dir}"] + ([f"train.epochs={epochs}"] if epochs is not None else [])
     train_command(config, overrides, None, resume=False)
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="sweep YAML (base config + grid / runs)")],
+    force: Annotated[bool, typer.Option(help="retrain runs that are done (from scratch)")] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="run only shard i of n, e.g. 2/4: runs i, i+n, ... (1-based)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="list the runs with their trainable parameters; train nothing")
+    ] = False,
+    output_dir: Annotated[Path | None, typer.Option(help="where the run directories go")] = None,
+) -> None:
+    """Train every run of a sweep that is not done yet (skips done runs, resumes interrupted ones)."""
+    from mile.sweep.command import sweep_command
+
+    raise typer.Exit(sweep_command(sweep_file, force, shard, dry_run, output_dir))
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="folder holding run directories (searched recursively)")],
+    split: Annotated[
+        str | None, typer.Option(help="evaluation split (default: each run's first eval split)")
+    ] = None,
+    rule: Annotated[
+        str, typer.Option(help="closed-question rule: yesno (the paper's tables) or answer_type")
+    ] = "yesno",
+    out: Annotated[
+        Path | None, typer.Option(help="where report.md/.csv and plots go (default: DIRECTORY)")
+    ] = None,
+) -> None:
+    """Table (Markdown + CSV, the paper's layout, seeds aggregated) and plots over finished runs."""
+    from mile.report.command import report_command
+
+    report_command(directory, split, rule, out)
+
+
+@instruct_app.command("build")
+def instruct_build(
+    source: Annotated[
+        list[str], typer.Option(help="NAME=ROOT or NAME:SPLIT[,SPLIT]=ROOT (slake, vqa_rad); repeatable")
+    ],
+    out: Annotated[Path, typer.Option(help="output JSON file")],
+    split: Annotated[
+        list[str] | None, typer.Option(help="splits for sources that name none (default: train)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of option order and distractors")] = 0,
+    templates: Annotated[
+        str | None, typer.Option(help="template set file (default: the authors' six)")
+    ] = None,
+) -> None:
+    """Turn SLAKE / VQA-RAD splits into instruction records (six templates, options, seeded)."""
+    from mile.instruct.build import build_instruction_data
+
+    summary = build_instruction_data(source, split or ["train"], out, seed, templates)
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def main() -> None:

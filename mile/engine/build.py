@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from mile.config import Config
 from mile.data.augment import Augment
-from mile.data.errors import DataError
 from mile.data.images import ImageTransform
-from mile.data.records import BadRecords, LoadResult
-from mile.data.registry import load_dataset
 from mile.model.mile import MileModel
 from mile.pretrained import build
 from mile.tokenizer import MileTokenizer
@@ -66,40 +61,3 @@ def resolve_image_norm(cfg: Config) -> str:
     if cfg.data.image_norm != "auto":
         return cfg.data.image_norm
     return "clip" if cfg.model.init.kind in ("blip_hf", "blip_pth") else "imagenet"
-
-
-def demo_root() -> Path:
-    return Path(str(resources.files("mile") / "resources" / "demo" / "vqa_rad"))
-
-
-def load_split(cfg: Config, split: str) -> LoadResult:
-    """One split of the configured dataset (`a+b` joins splits), refused when too many records are bad."""
-    d = cfg.data
-    name, root = (d.dataset, d.root)
-    if name == "demo":
-        name, root = "vqa_rad", root or str(demo_root())
-    if root is None:
-        raise DataError(f"data.root is required for dataset {d.dataset!r}")
-    options = dict(d.options)
-    if name == "slake":
-        options.setdefault("language", d.language)
-    parts = [
-        load_dataset(name, root, part, max_bad_fraction=d.max_bad_fraction, **options)
-        for part in split.split("+")
-    ]
-    result = parts[0] if len(parts) == 1 else _join(parts)
-    if d.limit is not None:
-        result.samples = result.samples[: d.limit]
-    return result
-
-
-def _join(parts: list[LoadResult]) -> LoadResult:
-    ids = [s.id for p in parts for s in p.samples]
-    if len(set(ids)) != len(ids):
-        raise DataError("joined splits share question ids; they cannot be told apart in predictions")
-    bad = BadRecords(
-        file=Path(" + ".join(str(p.bad.file) for p in parts)),
-        n_records=sum(p.bad.n_records for p in parts),
-        items=[item for p in parts for item in p.bad.items],
-    )
-    return LoadResult([s for p in parts for s in p.samples], bad)

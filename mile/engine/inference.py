@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from mile.config import Config, validate_config
-from mile.engine.build import Session, build_session, load_split
+from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import load_trainable
+from mile.engine.datasets import load_split
 from mile.engine.rundir import RunDir
 from mile.engine.train import WEIGHTS_FILE, evaluate_splits, make_accelerator
 from mile.model.generation import generate

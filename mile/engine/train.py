@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mile.config import Config
+from mile.data.errors import DataError
 from mile.engine.batches import Collate, VQADataset, model_inputs
-from mile.engine.build import Session, build_session, load_split
+from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import (
     Progress,
     latest_checkpoint,
@@ -26,6 +27,7 @@ from mile.engine.checkpoint import (
     save_checkpoint,
     save_trainable,
 )
+from mile.engine.datasets import guard_leaks, load_split, load_train, prompt_chooser, prompt_lengths
 from mile.engine.evaluate import format_metrics, predict, score_split, write_eval
 from mile.engine.features import FeatureCache, cache_applies, default_cache_dir
 from mile.engine.measure import Meter
@@ -65,7 +67,7 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
         run.write_json("params.json", session.tuning.trainable_report())
         run.log(session.load_report.summary())
     try:
-        splits = _load_data(cfg, run, accelerator)
+        splits = _load_data(cfg, session, run, accelerator)
         cache = feature_cache(cfg, session, accelerator)
         usage = Trainer(cfg, session, run, accelerator, cache).fit(splits, resume) if cfg.train.epochs else {}
         metrics = evaluate_splits(cfg, session, splits, run, accelerator, cache=cache, merge=True)
@@ -80,12 +82,25 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
     return metrics
 
 
-def _load_data(cfg: Config, run: RunDir, accelerator: Accelerator) -> dict:
-    splits = {"train": load_split(cfg, cfg.data.train_split)} if cfg.train.epochs else {}
-    for split in cfg.data.eval_splits:
-        splits[split] = load_split(cfg, split)
+def _load_data(cfg: Config, session: Session, run: RunDir, accelerator: Accelerator) -> dict:
+    """Training and evaluation data, with their reports (bad records, leaks, prompt truncation) in the run."""
+    evals = {split: load_split(cfg, split) for split in cfg.data.eval_splits}
+    splits = {"train": load_train(cfg)} if cfg.train.epochs else {}
+    reports = {}
+    if splits:
+        reports["leaks.json"] = guard_leaks(cfg, splits["train"], evals)
+        if not splits["train"].samples:
+            dropped = sum(r["n_leaked"] for r in reports["leaks.json"].values())
+            raise DataError(
+                f"no training records left (data.leaks=drop removed {dropped} that repeat evaluation questions)"
+            )
+        reports["prompt_lengths.json"] = prompt_lengths(splits["train"], session.tokenizer)
+    splits.update(evals)
+    reports["data_report.json"] = {name: result.bad.to_dict() for name, result in splits.items()}
     if accelerator.is_main_process:
-        run.write_json("data_report.json", {name: result.bad.to_dict() for name, result in splits.items()})
+        for name, report in reports.items():
+            if report is not None:
+                run.write_json(name, report)
         run.log("data: " + ", ".join(f"{k} {len(v)} samples" for k, v in splits.items()))
     return splits
 
@@ -122,7 +137,7 @@ class Trainer:
         )
         transform = None if self.cache else self.session.transform(train=True)
         loader = DataLoader(
-            VQADataset(splits["train"].samples, transform),
+            VQADataset(splits["train"].samples, transform, prompt_chooser(self.cfg, train=True)),
             batch_size=t.batch_size,
             shuffle=True,
             collate_fn=Collate(self.session.tokenizer),
@@ -304,7 +319,9 @@ def evaluate_splits(
 
 def _evaluate_split(cfg: Config, session: Session, split: str, data, run: RunDir, accelerator, tag, cache):
     loader = DataLoader(
-        VQADataset(data.samples, None if cache else session.transform(train=False)),
+        VQADataset(
+            data.samples, None if cache else session.transform(train=False), prompt_chooser(cfg, train=False)
+        ),
         batch_size=cfg.eval.batch_size,
         collate_fn=Collate(session.tokenizer),
         num_workers=cfg.data.num_workers,

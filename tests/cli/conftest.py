@@ -1,6 +1,6 @@
 import pytest
 
-from mile.engine.build import demo_root
+from mile.engine.datasets import demo_root
 
 
 @pytest.fixture

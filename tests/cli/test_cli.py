@@ -73,3 +73,12 @@ def test_missing_dataset_root_is_clear(tmp_path):
         check=False,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nope" in proc.stderr
+
+
+def test_instruct_build(tmp_path, demo_data):
+    out = tmp_path / "ins.json"
+    proc = mile("instruct", "build", "--source", f"vqa_rad:test={demo_data}", "--out", out)
+    summary = json.loads(proc.stdout)
+    records = json.loads(out.read_text())
+    assert len(records) == 164 and summary["out_path"] == str(out)
+    assert all(r["question_pool"] and r["img_name"].startswith("vqa-rad/") for r in records)

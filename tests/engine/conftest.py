@@ -1,7 +1,7 @@
 import pytest
 
 from mile.config import load_config
-from mile.engine.build import demo_root
+from mile.engine.datasets import demo_root
 
 TINY = [
     "model.size=tiny",

@@ -1,0 +1,85 @@
+"""Reports over run directories: the paper's table (Markdown + CSV) and plots (PNG).
+
+    from mile.report import write_report
+
+    result = write_report("runs/study", split="validate", rule="yesno")   # report.md, report.csv, *.png
+
+Modules: collect (find and read run directories), table (rows, seed aggregation, Markdown, CSV), plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mile.report.collect import RunRecord, collect, find_run_dirs, load_run
+from mile.report.table import RULES, Row, build_rows, caption, markdown_table, write_csv
+
+PLOTS = {
+    "acc_vs_params.png": "params",
+    "acc_vs_memory.png": "memory",
+    "acc_vs_time.png": "time",
+}
+LOSS_PLOT = "loss_curves.png"
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+    left_out: list[tuple[RunRecord, str]]  # runs not in the table, with the reason
+    markdown: str
+    files: list[Path] = field(default_factory=list)
+
+
+def write_report(
+    root: str | Path, out: str | Path | None = None, split: str | None = None, rule: str = "yesno"
+) -> Report:
+    """Collect the runs under `root` and write report.md, report.csv and the plots to `out` (default: root)."""
+    from mile.report.plots import accuracy_plot, loss_plot
+
+    if rule not in RULES:
+        raise ValueError(f"--rule {rule!r}: valid rules are {list(RULES)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"report: {root} is not a directory")
+    out = Path(out) if out is not None else root
+    out.mkdir(parents=True, exist_ok=True)
+    done, others = collect(root)
+    rows, missing = build_rows(done, split, rule)
+    left_out = missing + [(r, r.state + (f": {r.error}" if r.error else "")) for r in others]
+    files = [write_csv(rows, rule, out / "report.csv", root)]
+    files += [accuracy_plot(rows, axis, rule, out / name) for name, axis in PLOTS.items()]
+    files.append(loss_plot(done, out / LOSS_PLOT, root))
+    text = render(root, rows, left_out, rule)
+    (out / "report.md").write_text(text, encoding="utf-8")
+    files.insert(0, out / "report.md")
+    return Report(rows, left_out, text, files)
+
+
+def render(root: Path, rows: list[Row], left_out: list[tuple[RunRecord, str]], rule: str) -> str:
+    lines = [
+        f"# Report: {root}",
+        "",
+        f"{len(rows)} row(s) from {sum(len(r.runs) for r in rows)} finished run(s).",
+        "",
+    ]
+    if rows:
+        lines += [markdown_table(rows), "", caption(rows, rule), ""]
+    if left_out:
+        lines += ["## Not in the table", ""]
+        for record, why in left_out:
+            lines.append(f"- `{_rel(record.path, root)}`: {why}")
+        lines.append("")
+    lines += ["## Plots", ""]
+    lines += [f"![{name}]({name})" for name in [*PLOTS, LOSS_PLOT]]
+    return "\n".join(lines) + "\n"
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) or "."
+    except ValueError:
+        return str(path)
+
+
+__all__ = ["Report", "RunRecord", "collect", "find_run_dirs", "load_run", "write_report"]

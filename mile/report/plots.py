@@ -1,0 +1,108 @@
+"""The report's figures as PNG (matplotlib, Agg canvas, no pyplot state): accuracy (global and closed) against
+trainable %, peak memory and training time, each with the Pareto front of global accuracy; loss curves per run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .collect import RunRecord
+from .table import Row
+
+DPI = 120
+AXES = {
+    "params": ("trainable parameters (% of all, log scale)", lambda r: r.params_pct),
+    "memory": ("peak memory in training (MB; {kinds})", lambda r: r.memory_mb),
+    "time": ("training wall time (s)", lambda r: r.wall_s),
+}
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both counts (smaller x, larger y), by increasing x."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def accuracy_plot(rows: list[Row], axis: str, rule: str, file: Path) -> Path:
+    """Global and closed accuracy (mean, error bar = std over seeds) against one cost axis."""
+    label, cost = AXES[axis]
+    kinds = " / ".join(sorted({r.memory_kind for r in rows if r.memory_kind})) or "n/a"
+    fig, ax = _figure()
+    placed = [r for r in rows if cost(r) is not None and r.acc["global"][0] is not None]
+    for group, marker, color in (("global", "o", "tab:blue"), ("closed", "s", "tab:orange")):
+        pts = [(cost(r), *r.acc[group]) for r in placed if r.acc[group][0] is not None]
+        if pts:
+            xs, ys, es = zip(*pts, strict=True)
+            err = [e or 0.0 for e in es]
+            name = f"{group} ({rule})" if group == "closed" else group
+            ax.errorbar(xs, ys, yerr=err, fmt=marker, color=color, label=name, capsize=3, alpha=0.85)
+    front = pareto_front([(cost(r), r.acc["global"][0]) for r in placed])
+    if front:
+        fx, fy = zip(*front, strict=True)
+        ax.step(fx, fy, where="post", color="tab:green", linewidth=1.2, label="Pareto front (global)")
+        ax.scatter(fx, fy, s=160, facecolors="none", edgecolors="tab:green", linewidths=1.5)
+    for r in placed:
+        ax.annotate(
+            r.label, (cost(r), r.acc["global"][0]), textcoords="offset points", xytext=(4, 4), fontsize=7
+        )
+    if axis == "params" and placed:
+        ax.set_xscale("log")
+    ax.set_xlabel(label.format(kinds=kinds))
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"accuracy vs {axis} (split {', '.join(sorted({r.split for r in rows})) or '-'})")
+    _finish(ax, bool(placed))
+    return _save(fig, file)
+
+
+def loss_plot(records: list[RunRecord], file: Path, root: Path) -> Path:
+    """Training loss against optimizer step, one line per run (labelled with its directory)."""
+    fig, ax = _figure(wide=len(records) > 8)
+    drawn = 0
+    for record in records:
+        points = [(e["step"], e["loss"]) for e in record.log if "step" in e and e.get("loss") is not None]
+        if not points:
+            continue
+        steps, losses = zip(*points, strict=True)
+        ax.plot(steps, losses, linewidth=1.2, label=_short(record.path, root))
+        drawn += 1
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title("training loss per run")
+    if drawn:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0) if drawn > 8 else None)
+    else:
+        ax.text(0.5, 0.5, "no train_log.jsonl entries", ha="center", va="center", transform=ax.transAxes)
+    ax.grid(alpha=0.3)
+    return _save(fig, file)
+
+
+def _figure(wide: bool = False):
+    fig = Figure(figsize=(11 if wide else 8, 5.5), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _finish(ax, has_data: bool) -> None:
+    if has_data:
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no runs with this measurement", ha="center", va="center", transform=ax.transAxes)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig: Figure, file: Path) -> Path:
+    fig.savefig(file)
+    return file
+
+
+def _short(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) or path.name
+    except ValueError:
+        return path.name

@@ -1,0 +1,243 @@
+"""The paper's table: `ViT | JTM | Dec | Rank | #Params | Memory | Open | Closed | Global`, plus time, samples/s,
+seeds and n. Runs identical up to `train.seed` are one row: accuracies as mean ± sample std over the seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mile.sweep.naming import config_leaves, format_value, varying_keys
+from mile.tuning.base import TOWERS
+from mile.tuning.notation import format_token
+
+from .collect import RunRecord
+
+RULES = {
+    "yesno": "closed = questions whose ground truth is yes/no (rule `yesno`, as the paper's Tables 1-4)",
+    "answer_type": "closed = the dataset's CLOSED label (rule `answer_type`)",
+}
+GROUPS = ("open", "closed", "global")
+CREDITS = {
+    "slake": "SLAKE 1.0 (Liu et al., ISBI 2021; CC BY 4.0)",
+    "vqa_rad": "VQA-RAD (Lau et al., Scientific Data 2018; CC0)",
+}
+_RANK = re.compile(r"_r(\d+)(?=_|\+|$)")
+
+
+@dataclass
+class Row:
+    """One table row: one config, aggregated over its seeds."""
+
+    runs: list[RunRecord]
+    split: str
+    towers: tuple[str, str, str]
+    rank: str
+    plan: str
+    setting: str
+    params_pct: float | None
+    trainable: int | None
+    total: int | None
+    memory_mb: float | None
+    memory_kind: str | None
+    acc: dict[str, tuple[float | None, float | None]]  # group -> (mean %, std % or None)
+    n: dict[str, int | None]
+    wall_s: float | None
+    samples_per_s: float | None
+    open_recall: float | None
+    open_f1: float | None
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.config.train.seed for r in self.runs]
+
+    @property
+    def label(self) -> str:
+        return f"{self.plan} {self.setting}".strip()
+
+
+def build_rows(
+    records: list[RunRecord], split: str | None, rule: str
+) -> tuple[list[Row], list[tuple[RunRecord, str]]]:
+    """Rows (sorted by setting, then trainable %) and the done runs left out, with the reason."""
+    if rule not in RULES:
+        raise ValueError(f"unknown closed rule {rule!r}; valid: {list(RULES)}")
+    groups: dict[str, list[tuple[RunRecord, dict]]] = {}
+    left_out = []
+    for record in records:
+        chosen = split or record.first_split
+        metrics = record.metrics(chosen) if chosen else None
+        if metrics is None:
+            left_out.append((record, f"no eval/{chosen}/metrics.json"))
+            continue
+        leaves = config_leaves(record.config)
+        leaves.pop("train.seed", None)
+        key = json.dumps({"split": chosen, **leaves}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append((record, metrics))
+    firsts = [config_leaves(members[0][0].config) for members in groups.values()]
+    varying = [k for k in varying_keys(firsts) if not k.startswith("plan.") and k != "train.seed"]
+    rows = [_row(members, split, rule, varying) for members in groups.values()]
+    rows.sort(key=lambda r: (r.setting, r.params_pct if r.params_pct is not None else 1e9, r.plan))
+    return rows, left_out
+
+
+def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, varying: list[str]) -> Row:
+    members.sort(key=lambda m: m[0].config.train.seed)
+    runs = [m[0] for m in members]
+    cfg, params = runs[0].config, runs[0].params or {}
+    tokens = tuple(format_token(cfg.plan.tower(t), t) for t in TOWERS)
+    ranks = sorted({str(_lora_rank(cfg.plan.tower(t))) for t in TOWERS} - {"None"}, key=int)
+    leaves = config_leaves(cfg)
+    acc, n = {}, {}
+    for group in GROUPS:
+        cells = [_cell(metrics, rule, group) for _, metrics in members]
+        acc[group] = _mean_std([100 * a for a, _ in cells if a is not None])
+        n[group] = cells[0][1]
+    memory, kind = _memory(runs)
+    soft = [m.get("open_soft") or {} for _, m in members]
+    return Row(
+        runs=runs,
+        split=split or runs[0].first_split or "",
+        towers=tuple(_RANK.sub("", tok) for tok in tokens),  # the rank goes to its own column
+        rank="/".join(ranks) or "-",
+        plan=cfg.plan.notation(),
+        setting=", ".join(f"{k.rsplit('.', 1)[-1]}={format_value(leaves.get(k))}" for k in varying),
+        params_pct=params.get("trainable_pct"),
+        trainable=params.get("trainable"),
+        total=params.get("total"),
+        memory_mb=memory,
+        memory_kind=kind,
+        acc=acc,
+        n=n,
+        wall_s=_mean([r.stats.get("wall_s") for r in runs]),
+        samples_per_s=_mean([r.stats.get("samples_per_s") for r in runs]),
+        open_recall=_mean([s.get("recall") for s in soft]),
+        open_f1=_mean([s.get("f1") for s in soft]),
+    )
+
+
+def _lora_rank(treatment: Any) -> int | None:
+    if isinstance(treatment, str):
+        return None
+    return treatment.options.get("r") if treatment.method in ("lora", "adalora", "loha", "lokr") else None
+
+
+def _cell(metrics: dict, rule: str, group: str) -> tuple[float | None, int | None]:
+    node = (
+        metrics.get("global", {})
+        if group == "global"
+        else metrics.get("rules", {}).get(rule, {}).get(group, {})
+    )
+    return node.get("acc"), node.get("n")
+
+
+def _memory(runs: list[RunRecord]) -> tuple[float | None, str | None]:
+    """Peak GPU memory allocated where measured, else the peak CPU resident set (training only)."""
+    gpu = _mean([r.stats.get("peak_allocated_mb") for r in runs])
+    if gpu is not None:
+        return gpu, "GPU alloc"
+    return _mean([r.stats.get("peak_rss_mb") for r in runs]), "CPU RSS"
+
+
+def _mean(values: list[Any]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def caption(rows: list[Row], rule: str) -> str:
+    splits = sorted({r.split for r in rows})
+    datasets = sorted({r.runs[0].config.data.dataset for r in rows})
+    credit = [CREDITS[d] for d in datasets if d in CREDITS]
+    return (
+        f"Accuracy (%) on split {', '.join(f'`{s}`' for s in splits) or '-'}; {RULES[rule]}, open = the "
+        "other questions, global = all; n = questions per group (open/closed/global). Mean ± sample std over "
+        "seeds where a config ran with several (Seeds). #Params = trainable / all parameters, adapters "
+        "included (%, 3 decimals), and the trainable count. Memory = peak GPU memory allocated in training "
+        "(GPU alloc) or, on a CPU, the peak resident set of the training process (CPU RSS), MB. Time = "
+        "training wall time." + (f" Data: {'; '.join(credit)}." if credit else "")
+    )
+
+
+HEADER = ["ViT", "JTM", "Dec", "Rank", "#Params", "Memory", "Open", "Closed", "Global"]
+EXTRA = ["Time (s)", "Samples/s", "Seeds", "n (O/C/G)"]
+
+
+def markdown_table(rows: list[Row]) -> str:
+    setting = any(r.setting for r in rows)
+    header = (["Setting"] if setting else []) + HEADER + EXTRA
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [*r.towers, r.rank, _params(r), _memory_text(r)]
+        cells += [_acc(*r.acc[g]) for g in GROUPS]
+        cells += [_num(r.wall_s, 1), _num(r.samples_per_s, 2), str(len(r.runs))]
+        cells.append("/".join("-" if r.n[g] is None else str(r.n[g]) for g in GROUPS))
+        lines.append("| " + " | ".join(([r.setting or "-"] if setting else []) + cells) + " |")
+    return "\n".join(lines)
+
+
+def _params(r: Row) -> str:
+    if r.params_pct is None:
+        return "n/a"
+    count = r.trainable or 0
+    short = f"{count / 1e6:.2f} M" if count >= 1e6 else f"{count / 1e3:.1f} K" if count >= 1e3 else str(count)
+    return f"{r.params_pct:.3f} ({short})"
+
+
+def _memory_text(r: Row) -> str:
+    return "n/a" if r.memory_mb is None else f"{r.memory_mb:,.0f} MB ({r.memory_kind})"
+
+
+def _acc(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+CSV_COLUMNS = [
+    "setting", "vit", "jtm", "dec", "rank", "plan", "params_pct", "trainable", "total", "memory_mb",
+    "memory_kind", "open_acc", "open_std", "closed_acc", "closed_std", "global_acc", "global_std", "open_n",
+    "closed_n", "global_n", "wall_s", "samples_per_s", "seeds", "n_seeds", "open_recall", "open_f1", "split",
+    "rule", "runs",
+]  # fmt: skip
+
+
+def write_csv(rows: list[Row], rule: str, file: Path, root: Path) -> Path:
+    with open(file, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            line = dict(zip(["vit", "jtm", "dec"], r.towers, strict=True))
+            for g in GROUPS:
+                line[f"{g}_acc"], line[f"{g}_std"] = r.acc[g]
+                line[f"{g}_n"] = r.n[g]
+            line.update(
+                setting=r.setting, rank=r.rank, plan=r.plan, params_pct=r.params_pct, trainable=r.trainable,
+                total=r.total, memory_mb=r.memory_mb, memory_kind=r.memory_kind, wall_s=r.wall_s,
+                samples_per_s=r.samples_per_s, seeds=" ".join(map(str, r.seeds)), n_seeds=len(r.runs),
+                open_recall=r.open_recall, open_f1=r.open_f1, split=r.split, rule=rule,
+                runs=" ".join(_rel(x.path, root) for x in r.runs),
+            )  # fmt: skip
+            writer.writerow(line)
+    return file
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

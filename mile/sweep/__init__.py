@@ -1,0 +1,27 @@
+"""Sweeps: a base config and a grid of plans / settings, expanded into named runs and trained one by one.
+
+    from mile.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep("configs/sweeps/mile-small/lora.yaml")   # validated, named runs
+    summary = run_sweep(sweep, shard=(1, 2))                     # trains what is not done yet
+
+Modules: spec (the sweep file, expansion), naming (run names, config hash), lock (one lock file per run),
+runner (skip / resume / record failures / shards), dryrun (trainable parameters without training), command (CLI).
+"""
+
+from mile.sweep.lock import RunLock
+from mile.sweep.runner import Outcome, SweepSummary, parse_shard, run_sweep, select_shard
+from mile.sweep.spec import Sweep, SweepError, SweepRun, load_sweep
+
+__all__ = [
+    "Outcome",
+    "RunLock",
+    "Sweep",
+    "SweepError",
+    "SweepRun",
+    "SweepSummary",
+    "load_sweep",
+    "parse_shard",
+    "run_sweep",
+    "select_shard",
+]

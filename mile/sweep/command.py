@@ -1,0 +1,22 @@
+"""`mile sweep`: argument handling and printing around load_sweep / run_sweep / count_runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .dryrun import count_runs, format_counts
+from .runner import parse_shard, run_sweep, select_shard
+from .spec import load_sweep
+
+
+def sweep_command(path: Path, force: bool, shard: str | None, dry_run: bool, output_dir: Path | None) -> int:
+    """Run (or list) a sweep; the exit code is 1 when any run failed, else 0."""
+    parts = parse_shard(shard)
+    sweep = load_sweep(path, output_dir)
+    if dry_run:
+        typer.echo(format_counts(sweep, count_runs(sweep, select_shard(sweep.runs, parts)), parts))
+        return 0
+    summary = run_sweep(sweep, shard=parts, force=force, echo=typer.echo)
+    return 1 if summary.failed else 0

@@ -1,0 +1,263 @@
+"""Running a sweep: the runs of one shard in order; done runs skipped, failures recorded, one lock per run.
+
+- A run whose status is `done` is skipped (`force` deletes its directory and trains it again).
+- Any other run trains with `resume=True`: an interrupted or failed run continues from its last checkpoint.
+- A run directory whose config.yaml differs from the sweep's resolved config is an error naming the run and the
+  keys, raised before anything trains (never silently mix configs); `force` retrains such a run from scratch.
+- A failing run is marked failed (status.json with the error, the traceback in its log.txt) and the sweep goes
+  on; every outcome is a line in `<output>/sweep.jsonl`.
+- `shard=(i, n)`: the runs at positions i, i+n, i+2n, ... (1-based) of the expanded sweep, so n machines
+  sharing the output folder split it; the per-run lock (see mile.sweep.lock) keeps overlapping sweeps apart.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import shutil
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mile.config import Config, ConfigError
+from mile.engine.rundir import RunDir
+
+from .lock import STALE_AFTER_S, RunLock, describe_holder
+from .naming import config_leaves
+from .spec import Sweep, SweepError, SweepRun
+
+LOCKS = ".locks"
+RECORD = "sweep.jsonl"
+TrainFn = Callable[..., Any]  # train_run(cfg, run, resume=True)
+
+
+@dataclass
+class Outcome:
+    run: SweepRun
+    state: str  # trained | skipped (already done) | failed | locked (another sweep is running it)
+    error: str | None = None
+    wall_s: float = 0.0
+
+
+@dataclass
+class SweepSummary:
+    sweep: Sweep
+    shard: tuple[int, int]
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def count(self, state: str) -> int:
+        return sum(o.state == state for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.state == "failed"]
+
+    def text(self) -> str:
+        i, n = self.shard
+        shard = f" (shard {i}/{n})" if n > 1 else ""
+        lines = [
+            f"sweep {self.sweep.path}{shard}: {len(self.outcomes)} run(s): {self.count('trained')} trained, "
+            f"{self.count('skipped')} skipped (already done), {self.count('failed')} failed, "
+            f"{self.count('locked')} running elsewhere; outcomes in {self.sweep.output_dir / RECORD}"
+        ]
+        lines += [f"  failed: {o.run.name}: {o.error}" for o in self.failed]
+        return "\n".join(lines)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """`i/n` with 1 <= i <= n (i counts from 1); None or empty: the whole sweep."""
+    if not text:
+        return (1, 1)
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise SweepError(f"--shard {text!r}: expected i/n with 1 <= i <= n, e.g. 1/4 (i counts from 1)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def select_shard(runs: list[SweepRun], shard: tuple[int, int]) -> list[SweepRun]:
+    i, n = shard
+    return runs[i - 1 :: n]
+
+
+def config_mismatch(run_dir: Path, cfg: Config) -> str | None:
+    """Why an existing run directory does not hold this config (None: it does, or holds none yet)."""
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    try:
+        stored = config_leaves(RunDir(run_dir).config())
+    except ConfigError as exc:
+        return f"its config.yaml does not validate any more ({str(exc).splitlines()[-1].strip()})"
+    wanted = config_leaves(cfg)
+    missing = object()
+    keys = sorted(
+        k for k in stored.keys() | wanted.keys() if stored.get(k, missing) != wanted.get(k, missing)
+    )
+    if not keys:
+        return None
+    shown = ", ".join(f"{k} (run: {stored.get(k)!r}, sweep: {wanted.get(k)!r})" for k in keys[:4])
+    return "its config differs: " + shown + (f" and {len(keys) - 4} more key(s)" if len(keys) > 4 else "")
+
+
+def check_existing(sweep: Sweep, runs: list[SweepRun]) -> None:
+    """Refuse to start when any run directory holds another config than the sweep's."""
+    problems = []
+    for run in runs:
+        why = config_mismatch(sweep.run_dir(run), run.config)
+        if why:
+            problems.append(f"  {run.name}: {why}")
+    if problems:
+        raise SweepError(
+            f"sweep {sweep.path}: {len(problems)} run directory(ies) under {sweep.output_dir} hold a different "
+            "config than the sweep resolves to (edited sweep, base config or defaults?):\n"
+            + "\n".join(problems)
+            + "\nUse another output_dir, or --force to retrain these runs from scratch."
+        )
+
+
+def check_init_paths(sweep: Sweep, runs: list[SweepRun]) -> None:
+    """Refuse to start when initial weights are missing (e.g. a placeholder path left in a sweep file),
+    rather than fail every run one by one. Hub ids (blip_hf) are not checked."""
+    keys = {"mile": ("path",), "blip_pth": ("path",), "compose": ("vision", "text")}
+    missing: dict[str, list[int]] = {}
+    for run in runs:
+        init = run.config.model.init
+        for key in keys.get(init.kind, ()):
+            value = getattr(init, key)
+            if value is not None and not Path(value).exists():
+                missing.setdefault(f"model.init.{key}={value}", []).append(run.index)
+    if missing:
+        lines = [f"  {what} (runs {', '.join(map(str, idx))})" for what, idx in missing.items()]
+        raise SweepError(
+            f"sweep {sweep.path}: initial weights not found (relative paths are from {Path.cwd()}):\n"
+            + "\n".join(lines)
+        )
+
+
+def run_sweep(
+    sweep: Sweep,
+    *,
+    shard: tuple[int, int] = (1, 1),
+    force: bool = False,
+    echo: Callable[[str], Any] = print,
+    train: TrainFn | None = None,
+    stale_after: float = STALE_AFTER_S,
+) -> SweepSummary:
+    """Train every run of the shard that is not done yet; returns what happened to each."""
+    if train is None:
+        from mile.engine.train import train_run as train
+    runs = select_shard(sweep.runs, shard)
+    check_init_paths(sweep, runs)
+    if not force:
+        check_existing(sweep, runs)
+    summary = SweepSummary(sweep, shard)
+    of = f" (shard {shard[0]}/{shard[1]} of {len(sweep.runs)})" if shard[1] > 1 else ""
+    echo(f"sweep {sweep.path}: {len(runs)} run(s){of} -> {sweep.output_dir}")
+    for k, run in enumerate(runs, 1):
+        tag = f"[{k}/{len(runs)}] {run.name}"
+        outcome = run_one(sweep, run, force, train, stale_after, lambda tag=tag: echo(f"{tag}: training"))
+        echo(f"{tag}: {_outcome_text(outcome)}")
+        record(sweep, outcome, shard)
+        summary.outcomes.append(outcome)
+        if outcome.state in ("trained", "failed"):
+            _free_memory()  # the run's model and data, before the next one measures its peak memory
+    echo(summary.text())
+    return summary
+
+
+def run_one(
+    sweep: Sweep,
+    run: SweepRun,
+    force: bool,
+    train: TrainFn,
+    stale_after: float = STALE_AFTER_S,
+    starting: Callable[[], Any] = lambda: None,
+) -> Outcome:
+    rundir = RunDir(sweep.run_dir(run))
+    if rundir.is_done() and not force:
+        return Outcome(run, "skipped")
+    lock = RunLock(sweep.output_dir / LOCKS / f"{run.hash}.lock", stale_after)
+    if not lock.acquire():
+        return Outcome(run, "locked", f"locked by {describe_holder(lock.holder())}")
+    try:
+        if not force:
+            if rundir.is_done():  # another sweep finished it while we waited
+                return Outcome(run, "skipped")
+            why = config_mismatch(rundir.path, run.config)
+            if why:
+                return Outcome(run, "failed", f"run directory {rundir.path}: {why}")
+        elif rundir.path.exists():
+            shutil.rmtree(rundir.path)
+        starting()
+        return _train(rundir, run, train)
+    finally:
+        lock.release()
+
+
+def _train(rundir: RunDir, run: SweepRun, train: TrainFn) -> Outcome:
+    start = time.perf_counter()
+    try:
+        rundir.create(run.config)  # config.yaml even when building the model fails
+        train(run.config, rundir, resume=True)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        _mark_failed(rundir, error)
+        return Outcome(run, "failed", error, time.perf_counter() - start)
+    return Outcome(run, "trained", None, time.perf_counter() - start)
+
+
+def _mark_failed(rundir: RunDir, error: str) -> None:
+    try:
+        rundir.path.mkdir(parents=True, exist_ok=True)
+        if rundir.status().get("state") != "failed":
+            rundir.set_status("failed", error=error)
+        rundir.log(f"sweep: the run failed:\n{traceback.format_exc()}")
+    except OSError:  # the failure may be the folder itself; the sweep record still has it
+        pass
+
+
+def record(sweep: Sweep, outcome: Outcome, shard: tuple[int, int]) -> None:
+    """One JSON line per outcome in <output>/sweep.jsonl (a single O_APPEND write per line)."""
+    line = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "run": outcome.run.name,
+        "index": outcome.run.index,
+        "state": outcome.state,
+        "error": outcome.error,
+        "wall_s": round(outcome.wall_s, 3),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "shard": f"{shard[0]}/{shard[1]}",
+    }
+    sweep.output_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(sweep.output_dir / RECORD, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(line) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _outcome_text(outcome: Outcome) -> str:
+    if outcome.state == "trained":
+        return f"done in {outcome.wall_s:.1f} s"
+    if outcome.state == "skipped":
+        return "skipped (already done)"
+    if outcome.state == "locked":
+        return f"skipped ({outcome.error})"
+    return f"FAILED: {outcome.error}"
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass

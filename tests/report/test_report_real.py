@@ -1,0 +1,57 @@
+"""`mile report` on a real tiny study trained by a sweep: rows, seed aggregation, CSV, PNGs, the command."""
+
+import csv
+import json
+import statistics
+
+import pytest
+from typer.testing import CliRunner
+
+from mile.cli.main import app
+from mile.report import write_report
+from mile.report.table import CSV_COLUMNS
+
+
+def test_the_sweep_recorded_the_failure_and_the_real_runs(tiny_study):
+    runs, summary = tiny_study
+    failed = summary.failed[0]
+    assert "/no/such" in failed.error
+    status = json.loads((runs / failed.run.name / "status.json").read_text())
+    assert status["state"] == "failed"
+    for outcome in summary.outcomes[:3]:
+        run = runs / outcome.run.name
+        assert {"config.yaml", "params.json", "train_stats.json", "train_log.jsonl"} <= {
+            p.name for p in run.iterdir()
+        }
+
+
+def test_table_rows_and_seed_aggregation(tiny_study, tmp_path):
+    runs, summary = tiny_study
+    report = write_report(runs, out=tmp_path)
+    assert [(r.plan, len(r.runs)) for r in report.rows] == [("F-LoRA_r4-LoRA_r4", 2), ("T-T-T", 1)]
+    lora = report.rows[0]
+    per_seed = [json.loads((r.path / "eval" / "test" / "metrics.json").read_text()) for r in lora.runs]
+    closed = [100 * m["rules"]["yesno"]["closed"]["acc"] for m in per_seed]
+    assert lora.acc["closed"][0] == pytest.approx(statistics.fmean(closed))
+    assert lora.acc["closed"][1] == pytest.approx(statistics.stdev(closed))
+    params = json.loads((lora.runs[0].path / "params.json").read_text())
+    assert lora.params_pct == params["trainable_pct"] and lora.memory_kind == "CPU RSS" and lora.memory_mb > 0
+    assert f"| F | LoRA | LoRA | 4 | {params['trainable_pct']:.3f} (" in report.markdown
+    assert " ± " in report.markdown and "| 2 | 0/8/8 |" in report.markdown
+    assert [r.path.name for r, _ in report.left_out] == [summary.failed[0].run.name]
+    with open(tmp_path / "report.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0]) == CSV_COLUMNS and [t["n_seeds"] for t in table] == ["2", "1"]
+    for name in ("acc_vs_params.png", "acc_vs_memory.png", "acc_vs_time.png", "loss_curves.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_the_report_command(tiny_study, tmp_path):
+    runs, _ = tiny_study
+    result = CliRunner().invoke(app, ["report", str(runs), "--rule", "answer_type", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "| ViT | JTM | Dec | Rank | #Params | Memory | Open | Closed | Global |" in result.output
+    assert "rule `answer_type`" in result.output and "Not in the table" in result.output
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "loss_curves.png").is_file()
+    with pytest.raises(FileNotFoundError, match="is not a directory"):  # a user error: one line, exit code 2
+        write_report(tmp_path / "nope")

@@ -1,0 +1,121 @@
+"""The report's table on hand-made run directories: seed aggregation, rules, memory, ranks, CSV, discovery."""
+
+import csv
+import statistics
+
+import pytest
+from report_helpers import metrics
+
+from mile.report import collect, find_run_dirs, write_report
+from mile.report.plots import pareto_front
+from mile.report.table import CSV_COLUMNS, build_rows
+
+
+def rows_of(root, rule="yesno", split=None):
+    done, _ = collect(root)
+    return build_rows(done, split, rule)
+
+
+def test_seeds_aggregate_to_mean_and_sample_std(fake_run, runs_root):
+    fake_run("a-s1", seed=1, acc=metrics(0.5, 0.8, 0.7))
+    fake_run("a-s2", seed=2, acc=metrics(0.6, 0.9, 0.8))
+    fake_run("a-s3", seed=3, acc=metrics(0.7, 0.7, 0.9))
+    fake_run("b", plan="F-LoRA_r4-LoRA_r4", pct=0.2, acc=metrics(0.1, 0.2, 0.3))
+    (row_b, row_a), left = rows_of(runs_root)  # sorted by trainable %
+    assert left == [] and row_a.seeds == [1, 2, 3] and row_b.seeds == [1]
+    mean, std = row_a.acc["open"]
+    assert mean == pytest.approx(60.0) and std == pytest.approx(statistics.stdev([50, 60, 70]))
+    assert row_a.acc["global"][0] == pytest.approx(80.0) and row_b.acc["global"] == (
+        pytest.approx(30.0),
+        None,
+    )
+    assert row_a.n == {"open": 10, "closed": 20, "global": 30}
+
+
+def test_the_closed_rule_and_the_caption(fake_run, runs_root):
+    fake_run("a", acc=metrics(0.5, 0.8, 0.7, closed_type=0.4))
+    assert rows_of(runs_root, "yesno")[0][0].acc["closed"][0] == pytest.approx(80.0)
+    assert rows_of(runs_root, "answer_type")[0][0].acc["closed"][0] == pytest.approx(40.0)
+    report = write_report(runs_root, rule="answer_type")
+    assert "rule `answer_type`" in report.markdown and "split `test`" in report.markdown
+    with pytest.raises(ValueError, match="yesno"):
+        write_report(runs_root, rule="bogus")
+
+
+def test_memory_prefers_the_gpu_and_says_which(fake_run, runs_root):
+    fake_run("gpu", acc=metrics(0.5, 0.5, 0.5), gpu=2048.0, rss=9000.0)
+    fake_run("cpu", plan="F-T-T", acc=metrics(0.5, 0.5, 0.5), rss=512.0, pct=40.0)
+    md = write_report(runs_root).markdown
+    assert "2,048 MB (GPU alloc)" in md and "512 MB (CPU RSS)" in md and "9,000" not in md
+
+
+def test_towers_rank_params_and_the_setting_column(fake_run, runs_root):
+    fake_run("a", plan="F-LoRA_r4-LoRA_r4", lr=1e-4, acc=metrics(0.5, 0.5, 0.5), pct=0.163)
+    fake_run("b", plan="T-T-LoRA", lr=5e-5, acc=metrics(0.5, 0.5, 0.5), pct=61.919)
+    fake_run("c", plan="F-F-Prefix", lr=5e-5, acc=metrics(0.5, 0.5, 0.5), pct=3.926)
+    rows, _ = rows_of(runs_root)
+    assert [(r.towers, r.rank, r.setting) for r in rows] == [
+        (("F", "LoRA", "LoRA"), "4", "lr=1e-4"),
+        (("F", "F", "Prefix"), "-", "lr=5e-5"),
+        (("T", "T", "LoRA"), "8", "lr=5e-5"),
+    ]
+    md = write_report(runs_root).markdown
+    header = "| Setting | ViT | JTM | Dec | Rank | #Params | Memory | Open | Closed | Global | Time (s) | Samples/s | Seeds |"
+    assert header in md and "| lr=1e-4 | F | LoRA | LoRA | 4 | 0.163 (1) |" in md
+
+
+def test_csv_and_what_is_left_out(fake_run, runs_root):
+    fake_run("ok-s1", seed=1, acc=metrics(0.5, 0.5, 0.5))
+    fake_run("ok-s2", seed=2, acc=metrics(0.7, 0.5, 0.5))
+    fake_run("broken", plan="F-T-T", state="failed")
+    fake_run("no-eval", plan="T-F-T")
+    report = write_report(runs_root, out=runs_root / "rep")
+    with open(runs_root / "rep" / "report.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0]) == CSV_COLUMNS and len(table) == 1
+    assert (
+        table[0]["n_seeds"] == "2"
+        and table[0]["seeds"] == "1 2"
+        and float(table[0]["open_acc"]) == pytest.approx(60)
+    )
+    assert table[0]["runs"] == "ok-s1 ok-s2" and table[0]["rule"] == "yesno"
+    reasons = {p.name: why for p, why in [(r.path, w) for r, w in report.left_out]}
+    assert reasons == {"no-eval": "no eval/test/metrics.json", "broken": "failed: Boom: it broke"}
+    assert "## Not in the table" in report.markdown and "`broken`: failed: Boom: it broke" in report.markdown
+
+
+def test_plots_are_written(fake_run, runs_root):
+    for i, (pct, acc) in enumerate([(0.2, 0.5), (5.0, 0.7), (60.0, 0.6), (100.0, 0.8)]):
+        fake_run(
+            f"r{i}",
+            plan=["F-IA3-IA3", "F-F-Prefix", "T-T-LoRA", "T-T-T"][i],
+            pct=pct,
+            acc=metrics(acc, acc, acc),
+        )
+    report = write_report(runs_root)
+    pngs = [f for f in report.files if f.suffix == ".png"]
+    assert sorted(f.name for f in pngs) == [
+        "acc_vs_memory.png",
+        "acc_vs_params.png",
+        "acc_vs_time.png",
+        "loss_curves.png",
+    ]
+    assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 5000 for f in pngs)
+
+
+def test_pareto_front():
+    points = [(1, 50), (2, 40), (3, 60), (3, 55), (10, 60), (20, 70)]
+    assert pareto_front(points) == [(1, 50), (3, 60), (20, 70)]
+    assert pareto_front([]) == []
+
+
+def test_run_discovery(fake_run, runs_root):
+    fake_run("x/deep/run", acc=metrics(0.5, 0.5, 0.5))
+    (runs_root / "configs").mkdir()
+    (runs_root / "configs" / "config.yaml").write_text("{}")  # a config file, not a run
+    (runs_root / "x" / "deep" / "run" / "weights" / "config.yaml").parent.mkdir(exist_ok=True)
+    (runs_root / "x" / "deep" / "run" / "weights" / "env.json").write_text("{}")
+    (runs_root / "x" / "deep" / "run" / "weights" / "config.yaml").write_text(
+        "{}"
+    )  # inside a run: not searched
+    assert find_run_dirs(runs_root) == [runs_root / "x" / "deep" / "run"]

@@ -1,0 +1,57 @@
+"""configs/sweeps: the grids of the paper's Tables 1-4 at paper scale and at mile-small scale."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mile.config import load_config
+from mile.sweep import load_sweep
+from mile.tuning import PlanConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PRESETS = {p.stem.replace("_", " "): p for p in (CONFIGS / "paper").glob("*.yaml")}  # "T-T-LoRA r8" -> file
+SCALES = ("paper", "mile-small")
+
+
+def sweeps(scale: str) -> list[Path]:
+    return sorted(p for p in (CONFIGS / "sweeps" / scale).glob("*.yaml") if p.name != "base.yaml")
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_row_of_the_tables_once_with_the_presets_plan(scale):
+    presets = {
+        row: PlanConfig.model_validate(yaml.safe_load(p.read_text())["plan"]) for row, p in PRESETS.items()
+    }
+    covered = []
+    for path in sweeps(scale):
+        for run in load_sweep(path).runs:
+            rows = [row for row, plan in presets.items() if plan == run.config.plan]
+            assert len(rows) == 1, f"{path.name} run {run.index}: {run.plan} is not exactly one preset"
+            covered += rows
+    assert sorted(covered) == sorted(PRESETS) and len(PRESETS) == 23  # each row once
+
+
+def test_paper_scale_is_blip_base_480_from_the_hub_checkpoint_on_slake():
+    for path in sweeps("paper"):
+        sweep = load_sweep(path)
+        assert sweep.output_dir == Path("runs/paper-slake") / path.stem
+        for run in sweep.runs:
+            m, d = run.config.model, run.config.data
+            assert (m.size, m.image_size, m.init.kind, m.init.path) == (
+                "blip-base",
+                480,
+                "blip_hf",
+                "Salesforce/blip-vqa-base",
+            )
+            assert (d.dataset, d.language) == ("slake", "en")
+
+
+def test_mile_small_scale_is_cpu_sized_and_starts_from_the_placeholder_base():
+    base = load_config(CONFIGS / "sweeps" / "mile-small" / "base.yaml")
+    assert (base.model.init.kind, base.model.init.path) == ("mile", "VQA_RAD_BASE_EXPORT")
+    for path in sweeps("mile-small"):
+        for run in load_sweep(path).runs:
+            cfg = run.config
+            assert (cfg.model.size, cfg.model.image_size, cfg.train.epochs) == ("mile-small", 112, 3)
+            assert cfg.model.init == base.model.init and cfg.data.dataset == "slake"
