@@ -66,13 +66,6 @@ class RunLock:
     def holder(self) -> dict[str, Any] | None:
         return read_lock(self.path)
 
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
     def _info(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token, "time": time.time()}
 

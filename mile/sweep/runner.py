@@ -114,7 +114,7 @@ def check_existing(sweep: Sweep, runs: list[SweepRun]) -> None:
     if problems:
         raise SweepError(
             f"sweep {sweep.path}: {len(problems)} run directory(ies) under {sweep.output_dir} hold a different "
-            "config than the sweep resolves to (edited sweep, base config or defaults?):\n"
+            "config than the sweep resolves to (an edited config.yaml, or a changed default?):\n"
             + "\n".join(problems)
             + "\nUse another output_dir, or --force to retrain these runs from scratch."
         )
