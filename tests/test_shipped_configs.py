@@ -10,7 +10,9 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "sweeps" not in p.parts)
 
 
-@pytest.mark.parametrize("path", RUN_CONFIGS + [REPO / "mile" / "resources" / "configs" / "demo.yaml"], ids=str)
+@pytest.mark.parametrize(
+    "path", RUN_CONFIGS + [REPO / "mile" / "resources" / "configs" / "demo.yaml"], ids=str
+)
 def test_config_validates(path):
     load_config(path)
 

@@ -198,3 +198,15 @@ _TINY_EVAL = [
     "eval.num_beams=2",
     "eval.max_new_tokens=4",
 ]
+
+
+def test_eval_of_a_run_whose_weights_do_not_match_its_config_names_the_mismatch(tiny_config, tmp_path):
+    run = RunDir(tmp_path / "run")
+    train_run(tiny_config("train.epochs=1", "plan.text_decoder=lora"), run)
+    cfg = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(cfg.replace("r: 8", "r: 4", 1))
+    with pytest.raises(
+        ValueError,
+        match=r"does not match this run's model: text_decoder\..*lora_A.*file \(8, 32\) vs model \(4, 32\)",
+    ):
+        evaluate_run(run, ["test"])
