@@ -23,7 +23,7 @@ STUDY = {
     "output_dir": "runs",
     "grid": {"plan": ["F-LoRA_r4-LoRA_r4"], "train.seed": [1, 2]},
     "runs": [
-        {"plan": "T-T-T", "train.seed": 1},
+        {"plan": "F-F-PTV2", "train.seed": 1},
         {"plan": "T-T-T", "data.dataset": "vqa_rad", "data.root": "/no/such"},
     ],
 }
