@@ -9,22 +9,13 @@ import typer
 from torch import nn
 
 from mile.config import load_config
-from mile.pretrained import build
+from mile.engine.build import build_model
 from mile.tuning import apply_plan, count_parameters, format_plan_notation
 
 
 def modules_command(config: Path | None, overrides: list[str], as_json: bool, depth: int) -> None:
     cfg = load_config(config, overrides)
-    m = cfg.model
-    built = build(
-        m.init.kind,
-        size=m.size,
-        image_size=m.image_size,
-        path=m.init.path,
-        vision=m.init.vision,
-        text=m.init.text,
-        vocab=m.init.vocab,
-    )
+    built = build_model(cfg.model)
     handle = apply_plan(built.model, cfg.plan)
     counts = count_parameters(built.model)
     if as_json:

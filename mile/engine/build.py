@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mile.config import Config
+from mile.config import Config, ModelSection
 from mile.data.augment import Augment
 from mile.data.images import ImageTransform
 from mile.model.mile import MileModel
-from mile.pretrained import build
+from mile.pretrained import Pretrained, build
 from mile.tokenizer import MileTokenizer
 from mile.tuning import apply_plan
 
@@ -38,8 +38,8 @@ class Session:
         return set(self.load_report.initialised)
 
 
-def build_session(cfg: Config) -> Session:
-    m = cfg.model
+def build_model(m: ModelSection) -> Pretrained:
+    """Model and tokenizer as the config's `model` section describes them (before any tuning plan)."""
     built = build(
         m.init.kind,
         size=m.size,
@@ -52,6 +52,11 @@ def build_session(cfg: Config) -> Session:
     )
     built.model.config.label_smoothing = m.label_smoothing
     built.tokenizer.max_answer_len = m.max_answer_len
+    return built
+
+
+def build_session(cfg: Config) -> Session:
+    built = build_model(cfg.model)
     tuning = apply_plan(built.model, cfg.plan)
     return Session(cfg, built.model, built.tokenizer, tuning, built.report, resolve_image_norm(cfg))
 

@@ -55,22 +55,14 @@ def count_runs(sweep: Sweep, runs: list[SweepRun]) -> list[PlanCount]:
 def _base_model(m: ModelSection) -> tuple[Any, str | None]:
     import torch
 
+    from mile.engine.build import build_model
     from mile.pretrained import build
 
     if m.init.kind == "random":
         with torch.device("meta"):
             return build("random", size=m.size, image_size=m.image_size).model, None
     try:
-        built = build(
-            m.init.kind,
-            size=m.size,
-            image_size=m.image_size,
-            path=m.init.path,
-            vision=m.init.vision,
-            text=m.init.text,
-            vocab=m.init.vocab,
-        )
-        return built.model, None
+        return build_model(m).model, None
     except Exception as exc:  # offline, a placeholder path, ...: fall back to the named architecture
         if m.size is None:
             raise
