@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,6 @@ from mile.data.sample import Sample
 from mile.engine.metrics import is_correct, score
 from mile.model.generation import GenerationConfig, generate
 from mile.tokenizer import MileTokenizer
-
-
-@dataclass
-class Prediction:
-    index: int
-    answer: str
 
 
 @torch.no_grad()
@@ -85,8 +79,6 @@ def score_split(
 
 
 def write_eval(directory: Path, metrics: dict[str, Any], rows: list[dict]) -> None:
-    import json
-
     directory.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     atomic_write(directory / "predictions.jsonl", lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
