@@ -127,6 +127,7 @@ class EvalSection(Section):
     min_new_tokens: int = Field(default=1, ge=0)  # bar [SEP] before this many tokens: no empty answers
     batch_size: int = Field(default=32, ge=1)
     merge_adapters: bool = True  # merge LoRA-family adapters for evaluation when exact
+    compile: bool = False  # torch.compile the image and question encoders for evaluation
 
     def generation(self, num_beams: int | None = None) -> GenerationConfig:
         return GenerationConfig(

@@ -210,3 +210,12 @@ def test_eval_of_a_run_whose_weights_do_not_match_its_config_names_the_mismatch(
         match=r"does not match this run's model: text_decoder\..*lora_A.*file \(8, 32\) vs model \(4, 32\)",
     ):
         evaluate_run(run, ["test"])
+
+
+@pytest.mark.slow
+def test_compiled_evaluation_gives_the_same_answers(tiny_config, tmp_path):
+    plain = train_run(tiny_config("train.epochs=1"), RunDir(tmp_path / "plain"))["test"]
+    compiled = train_run(tiny_config("train.epochs=1", "eval.compile=true"), RunDir(tmp_path / "compiled"))[
+        "test"
+    ]
+    assert compiled == plain
