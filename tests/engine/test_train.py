@@ -219,3 +219,22 @@ def test_compiled_evaluation_gives_the_same_answers(tiny_config, tmp_path):
         "test"
     ]
     assert compiled == plain
+
+
+def test_loss_falls_on_a_tiny_overfit_set_until_the_model_answers_it(tiny_config, tmp_path):
+    run = RunDir(tmp_path / "run")
+    cfg = tiny_config(
+        "data.limit=4",
+        "data.eval_splits=[train]",
+        "train.epochs=40",
+        "train.batch_size=4",
+        "train.lr=0.02",
+        "train.schedule=constant",
+        "train.weight_decay=0.0",
+        "model.label_smoothing=0.0",
+        "eval.max_new_tokens=6",
+    )
+    metrics = train_run(cfg, run)["train"]
+    losses = _losses(run)
+    assert losses[-1] < 0.05 * losses[0]
+    assert metrics["global"]["acc"] == 1.0, (run.eval_dir("train") / "predictions.jsonl").read_text()
