@@ -29,6 +29,8 @@ class Progress:
     batches_done: int = 0  # batches of `epoch` already consumed
     step: int = 0  # optimizer steps taken
     skipped_nonfinite: int = 0
+    wall_s: float = 0.0  # training time of the processes before this one (resumes add up)
+    samples: int = 0  # samples they trained on
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -39,6 +39,9 @@ class Meter:
         self.samples = 0
         self.rss_scope = "training"
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
     def __enter__(self) -> Meter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -154,6 +154,10 @@ class Trainer:
             self._resume()
         self.writer = _tensorboard(self.run) if acc.is_main_process else None
         evals = {k: v for k, v in splits.items() if k != "train"}
+        self._before = (
+            self.progress.wall_s,
+            self.progress.samples,
+        )  # earlier processes' share of a resumed run
         with Meter(acc.device) as self.meter:
             for epoch in range(self.progress.epoch, t.epochs):
                 self.progress.epoch = epoch
@@ -181,6 +185,8 @@ class Trainer:
         self.run.log(f"resumed from {last} at epoch {p.epoch + 1}, batch {p.batches_done}, step {p.step}")
 
     def _checkpoint(self) -> None:
+        p = self.progress
+        p.wall_s, p.samples = self._before[0] + self.meter.elapsed(), self._before[1] + self.meter.samples
         if self.accelerator.is_main_process:
             core = self.accelerator.unwrap_model(self.model)
             save_checkpoint(self.run.checkpoints, core, self.optimizer, self.scheduler, self.progress)
@@ -265,6 +271,11 @@ class Trainer:
         usage = self.meter.usage().to_dict()
         p = self.progress
         usage.update(steps=p.step, epochs=self.t.epochs, skipped_nonfinite=p.skipped_nonfinite)
+        if self._before[0]:  # a resumed run: time and samples of all its processes; peak memory is this one's
+            usage["wall_s"] = round(self._before[0] + usage["wall_s"], 3)
+            usage["samples"] = self._before[1] + usage["samples"]
+            usage["samples_per_s"] = round(usage["samples"] / usage["wall_s"], 3)
+            usage["resumed"] = True
         usage["feature_cache"] = self.cache.stats() if self.cache else None
         return usage
 

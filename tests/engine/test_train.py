@@ -95,6 +95,8 @@ def test_resume_finishes_like_an_uninterrupted_run(tiny_config, tmp_path, stop_a
     resumed = train_run(cfg, broken, resume=True)
     assert "resumed from" in (broken / "log.txt").read_text()
     assert resumed["test"] == whole.read_json("eval/test/metrics.json")
+    stats = broken.read_json("train_stats.json")
+    assert stats["resumed"] and stats["samples"] == whole.read_json("train_stats.json")["samples"]
     from safetensors.torch import load_file
 
     a, b = (
