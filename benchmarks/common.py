@@ -1,22 +1,29 @@
 """Measuring helpers shared by the benchmarks: CPU peak memory, bytes saved for backward, robust timing
-summaries and Markdown tables. Linux only for the /proc-based memory figures."""
+summaries, interleaved timing, the run's header (machine, threads, load) and Markdown tables. Linux only for the
+/proc-based memory figures. Import through the `benchmarks` package, which sets OMP_WAIT_POLICY=PASSIVE before
+torch loads."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import gc
 import os
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 MB = 1024 * 1024
+GB = 1024 * MB
+T = TypeVar("T")
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -57,6 +64,51 @@ def machine() -> str:
     names = [line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{names[0] if names else 'unknown CPU'}, {cpus} CPUs, torch {torch.__version__}"
+
+
+def load_average() -> str:
+    """The 1 / 5 / 15 minute load averages, as printed beside every figure."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def header(module: str, argv: Sequence[str] | None, threads: int, what: str) -> str:
+    """Date, command line, machine, threads, OpenMP wait policy and load average at the start of a run."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset (spinning)")
+    args = " ".join(sys.argv[1:] if argv is None else argv)
+    return (
+        f"{datetime.datetime.now().isoformat(timespec='minutes')}: python -m {module} {args}\n"
+        f"{machine()}; {threads} thread(s), OMP_WAIT_POLICY={policy}; {what}\n"
+        f"load average (1 / 5 / 15 min) at start: {load_average()}"
+    )
+
+
+def fused_adamw(params: Iterable[Tensor], lr: float = 1e-5) -> torch.optim.AdamW:
+    """The engine's optimizer: AdamW with the fused kernel (80x faster than the per-tensor loop on this CPU)."""
+    return torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, fused=True)
+
+
+def interleave(calls: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+    """Run each call once per round, rotating the order every round (ABC, BCA, CAB, ...), so slow spells of
+    a shared machine fall on every variant alike. Returns each variant's results in order."""
+    names = list(calls)
+    out: dict[str, list[T]] = {name: [] for name in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            out[name].append(calls[name]())
+    return out
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of `fn` takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def ms(s: Summary) -> str:
+    """Median ± IQR in milliseconds."""
+    return f"{s.median * 1e3:.0f} ± {s.iqr * 1e3:.0f}"
 
 
 def _cpuinfo() -> list[str]:

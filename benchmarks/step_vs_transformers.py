@@ -1,66 +1,50 @@
 """One training step (forward + backward + AdamW) of our MileModel vs transformers' BlipForQuestionAnswering.
 
 Both models get the blip-base architecture (or `tiny` with --quick) and the very same random weights: a
-transformers model is built, saved with save_pretrained and loaded by both sides. Dropout is 0 in both, the
-label smoothing is the same, masks are all ones (no padding), so the two do identical arithmetic; the first
-losses are checked to agree. Each model lives in its own fresh spawned process, which measures its
-memory alone (peak RSS growth of one step, bytes saved for backward); the parent then interleaves their
-timed steps (ours, theirs, theirs, ours, ...) so that machine noise hits both alike.
+transformers model is built, saved with save_pretrained and loaded by both sides (see blip_pair.py). Dropout is
+0 in both, the label smoothing is the same, masks are all ones (no padding), so the two do identical arithmetic;
+the first losses are checked to agree and, under a plan, the trainable parameter counts to be equal. `--plan
+T-T-LoRA_r8` trains ViT and JTM fully and LoRA r=8 on the decoder's query/value (ours through mile.tuning, theirs
+through peft); `--checkpointing` adds a third variant, ours with gradient checkpointing in all three towers. Both
+sides use fused AdamW over the trainable parameters. Each model lives in its own fresh spawned process, which
+measures its memory alone (static RSS, peak RSS growth of one step = activation memory, bytes saved for
+backward); the parent then interleaves their timed steps (rotating order) so machine noise hits all alike.
 
-    python -m benchmarks.step_vs_transformers --sizes 224 384 --batch 2 --steps 5
+    python -m benchmarks.step_vs_transformers --sizes 384 --batch 4 --plan T-T-LoRA_r8 --checkpointing
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import shutil
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from benchmarks.blip_pair import PLANS, Job, architecture, build, save_checkpoint
 from benchmarks.common import (
+    GB,
     MB,
     SavedTensorMeter,
     Summary,
     Worker,
-    machine,
+    fused_adamw,
+    header,
+    interleave,
+    load_average,
     markdown_table,
+    ms,
     peak_rss_bytes,
     reset_peak_rss,
 )
-from mile.model.checkpoints import load_hf_blip
-from mile.model.checkpoints.hf_blip import blip_config
-from mile.model.config import MileConfig, size_config
-
-if TYPE_CHECKING:
-    from transformers import BlipConfig
-
-KINDS = ("ours", "theirs")
-
-
-@dataclass(frozen=True)
-class Job:
-    """What one worker process builds and runs."""
-
-    directory: str
-    image_size: int
-    batch: int
-    question_len: int
-    answer_len: int
-    warmup: int
-    threads: int
-    heads: int
-    head_dim: int
 
 
 @dataclass
@@ -68,9 +52,11 @@ class Measured:
     """One model at one size: memory figures from its fresh process and its timed steps (seconds)."""
 
     first_loss: float
+    trainable: int
+    static_rss: int  # weights, gradients, optimizer state (and the process itself) after warm-up
     saved_bytes: int
     saved_attention_map_bytes: int
-    peak_rss_growth: int
+    peak_rss_growth: int  # activation memory: peak RSS of one step minus static_rss
     steps: list[tuple[float, float, float]]  # (forward, backward, optimizer) per timed step
 
     def total(self) -> Summary:
@@ -84,86 +70,16 @@ class Measured:
 class Row:
     image_size: int
     batch: int
-    ours: Measured
-    theirs: Measured
+    plan: str
+    measured: dict[str, Measured]  # kind -> figures
 
+    @property
+    def ours(self) -> Measured:
+        return self.measured["ours"]
 
-def architecture(quick: bool, image_size: int) -> MileConfig:
-    """The benchmarked architecture with every dropout at 0 (train mode then does no random work)."""
-    cfg = size_config("tiny" if quick else "blip-base", image_size)
-    return cfg.replace(
-        vision=replace(cfg.vision, dropout=0.0, drop_path=0.0),
-        text=replace(cfg.text, dropout=0.0, attn_dropout=0.0, drop_path=0.0),
-    )
-
-
-def hf_config(cfg: MileConfig) -> BlipConfig:
-    """transformers' BlipConfig of the same architecture (no dropout)."""
-    from transformers import BlipConfig  # imported where needed: our worker process never loads transformers
-
-    v, t = cfg.vision, cfg.text
-    text = dict(vocab_size=t.vocab_size, hidden_size=t.width, encoder_hidden_size=v.width)
-    text.update(intermediate_size=t.mlp_dim, num_hidden_layers=t.depth, num_attention_heads=t.heads)
-    text.update(max_position_embeddings=t.max_positions, layer_norm_eps=t.layer_norm_eps)
-    text.update(
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, label_smoothing=cfg.label_smoothing
-    )
-    text.update(pad_token_id=cfg.pad_token_id, bos_token_id=cfg.bos_token_id, sep_token_id=cfg.eos_token_id)
-    vision = dict(hidden_size=v.width, intermediate_size=v.mlp_dim, num_hidden_layers=v.depth)
-    vision.update(num_attention_heads=v.heads, image_size=v.image_size, patch_size=v.patch_size)
-    vision.update(layer_norm_eps=v.layer_norm_eps, attention_dropout=0.0)
-    return BlipConfig(text_config=text, vision_config=vision)
-
-
-def save_checkpoint(cfg: MileConfig, directory: Path) -> None:
-    """Random transformers weights of `cfg`, saved where both sides load them; checks the architectures agree."""
-    from transformers import BlipForQuestionAnswering
-
-    torch.manual_seed(0)
-    BlipForQuestionAnswering(hf_config(cfg)).save_pretrained(directory)
-    ours = blip_config(directory, cfg.vision.image_size)
-    if ours != cfg:
-        raise RuntimeError(f"the saved BLIP config reads back as\n{ours}\nnot as the benchmarked\n{cfg}")
-
-
-def make_batch(job: Job, cfg: MileConfig) -> dict[str, Tensor]:
-    g = torch.Generator().manual_seed(1)
-    b, s = job.batch, job.image_size
-    question = torch.randint(1000, 30000, (b, job.question_len), generator=g)
-    question[:, 0] = cfg.enc_token_id
-    answer = torch.randint(1000, 30000, (b, job.answer_len), generator=g)
-    answer[:, 0] = cfg.bos_token_id
-    pixels = torch.randn(b, 3, s, s, generator=g)
-    return dict(pixels=pixels, question=question, answer=answer)
-
-
-def build(kind: str, job: Job) -> tuple[nn.Module, Callable[[], Tensor]]:
-    """The model (train mode) and a closure computing its training loss on a fixed batch."""
-    if kind == "ours":
-        model, _, _ = load_hf_blip(job.directory, image_size=job.image_size)
-    else:
-        from transformers import BlipForQuestionAnswering
-
-        model = BlipForQuestionAnswering.from_pretrained(job.directory)
-    model.train()
-    cfg = blip_config(Path(job.directory), job.image_size)
-    x = make_batch(job, cfg)
-    q_mask, a_mask = torch.ones_like(x["question"]), torch.ones_like(x["answer"])
-
-    def ours_loss() -> Tensor:
-        return model(x["question"], q_mask, x["answer"], a_mask, pixels=x["pixels"]).loss
-
-    def theirs_loss() -> Tensor:
-        return model(
-            input_ids=x["question"],
-            pixel_values=x["pixels"],
-            attention_mask=q_mask,
-            decoder_input_ids=x["answer"],
-            decoder_attention_mask=a_mask,
-            labels=x["answer"],
-        ).loss
-
-    return model, ours_loss if kind == "ours" else theirs_loss
+    @property
+    def theirs(self) -> Measured:
+        return self.measured["theirs"]
 
 
 def train_step(
@@ -184,7 +100,8 @@ def train_step(
 def measure_memory(
     model: nn.Module, loss_fn: Callable[[], Tensor], opt: torch.optim.Optimizer, job: Job
 ) -> dict[str, int]:
-    """Peak RSS growth of one step (after warm-up), then the bytes saved for backward in another step."""
+    """Static RSS and peak RSS growth of one step (after warm-up), then the bytes saved for backward in another
+    step. With gradient checkpointing the saved bytes leave out the block inputs checkpointing holds itself."""
     base = reset_peak_rss()
     train_step(loss_fn, opt)
     growth = peak_rss_bytes() - base
@@ -198,6 +115,7 @@ def measure_memory(
         return len(shape) == 4 and shape[1] == job.heads and job.head_dim not in shape[2:]
 
     return dict(
+        static_rss=base,
         saved_bytes=meter.total(),
         saved_attention_map_bytes=meter.total(is_attention_map),
         peak_rss_growth=growth,
@@ -210,11 +128,13 @@ def worker(kind: str, job: Job, conn: Connection) -> None:
         torch.set_num_threads(job.threads)
         conn.recv()  # wait for our turn, so that builds and measurements never share the CPU
         model, loss_fn = build(kind, job)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        opt = fused_adamw(model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         first_loss = train_step(loss_fn, opt)[0]
         for _ in range(job.warmup - 1):
             train_step(loss_fn, opt)
-        conn.send(("ok", dict(first_loss=first_loss, **measure_memory(model, loss_fn, opt, job))))
+        memory = measure_memory(model, loss_fn, opt, job)
+        conn.send(("ok", dict(first_loss=first_loss, trainable=trainable, **memory)))
         while conn.recv() == "step":
             conn.send(("ok", train_step(loss_fn, opt)[1:]))
     except Exception:
@@ -229,57 +149,63 @@ def run_size(args: argparse.Namespace, image_size: int, tmp: Path) -> Row:
     save_checkpoint(cfg, directory)
     sizes = dict(image_size=image_size, batch=args.batch, question_len=args.question_len)
     sizes.update(answer_len=args.answer_len, heads=cfg.text.heads, head_dim=cfg.text.width // cfg.text.heads)
-    job = Job(str(directory), warmup=max(args.warmup, 1), threads=args.threads, **sizes)
+    job = Job(str(directory), args.plan, warmup=max(args.warmup, 1), threads=args.threads, **sizes)
     assert cfg.vision.heads == cfg.text.heads and cfg.vision.width == cfg.text.width
+    kinds = ("ours", "theirs", "ours+ckpt") if args.checkpointing else ("ours", "theirs")
     ctx = mp.get_context("spawn")
-    # Both import in parallel, then build, warm up and measure memory in turn, then alternate timed steps.
-    workers = [Worker(ctx, kind, worker, (kind, job)) for kind in KINDS]
+    # All import in parallel, then build, warm up and measure memory in turn, then interleave timed steps.
+    workers = {kind: Worker(ctx, kind, worker, (kind, job)) for kind in kinds}
     try:
-        memory = [w.call("build") for w in workers]
-        steps: list[list[Any]] = [[], []]
-        for i in range(args.steps):
-            for k in (0, 1) if i % 2 == 0 else (1, 0):
-                steps[k].append(workers[k].call("step"))
+        memory = {kind: w.call("build") for kind, w in workers.items()}
+        calls = {kind: (lambda w=w: w.call("step")) for kind, w in workers.items()}
+        steps = interleave(calls, args.steps)
     finally:
-        for w in workers:
+        for w in workers.values():
             w.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    ours, theirs = (Measured(steps=s, **m) for s, m in zip(steps, memory, strict=True))
+    row = Row(image_size, args.batch, args.plan, {k: Measured(steps=steps[k], **memory[k]) for k in kinds})
+    check_same_work(row)
+    return row
+
+
+def check_same_work(row: Row) -> None:
+    ours, theirs = row.ours, row.theirs
     if abs(ours.first_loss - theirs.first_loss) > 1e-3 * max(1.0, abs(theirs.first_loss)):
         raise RuntimeError(f"first losses differ: {ours.first_loss} (ours) vs {theirs.first_loss} (theirs)")
-    return Row(image_size, args.batch, ours, theirs)
+    if ours.trainable != theirs.trainable:
+        raise RuntimeError(
+            f"trainable parameters differ: {ours.trainable} (ours) vs {theirs.trainable} (theirs)"
+        )
 
 
-HEAD = ["px", "batch", "ours ms (IQR)", "theirs ms (IQR)", "speed theirs/ours", "ours saved MiB"]
-HEAD += ["theirs saved MiB", "memory theirs/ours", "ours peak RSS +MiB", "theirs peak RSS +MiB"]
+HEAD = ["px", "batch", "plan", "model", "trainable M", "step ms (IQR)", "time / theirs", "static RSS GiB"]
+HEAD += ["activations MiB (peak RSS growth)", "activations / theirs", "peak RSS GiB", "saved MiB"]
 DETAIL_HEAD = ["px", "model", "forward ms", "backward ms", "AdamW ms", "fastest step ms"]
 DETAIL_HEAD += ["saved attention maps MiB", "first loss"]
-
-
-def _ms(s: Summary) -> str:
-    return f"{s.median * 1e3:.0f} ± {s.iqr * 1e3:.0f}"
 
 
 def _mb(n: int) -> str:
     return f"{n / MB:.0f}"
 
 
-def _row(r: Row) -> list[object]:
-    o, t = r.ours, r.theirs
-    cells: list[object] = [r.image_size, r.batch, _ms(o.total()), _ms(t.total())]
-    cells += [f"{t.total().median / o.total().median:.2f}x", _mb(o.saved_bytes), _mb(t.saved_bytes)]
-    cells += [f"{t.saved_bytes / o.saved_bytes:.2f}x", _mb(o.peak_rss_growth), _mb(t.peak_rss_growth)]
-    return cells
+def _row(r: Row, kind: str) -> list[object]:
+    m, t = r.measured[kind], r.theirs
+    cells: list[object] = [r.image_size, r.batch, r.plan, kind, f"{m.trainable / 1e6:.1f}", ms(m.total())]
+    cells += [f"{m.total().median / t.total().median:.2f}x", f"{m.static_rss / GB:.2f}"]
+    cells += [_mb(m.peak_rss_growth), f"{m.peak_rss_growth / max(t.peak_rss_growth, 1):.2f}x"]
+    return cells + [f"{(m.static_rss + m.peak_rss_growth) / GB:.2f}", _mb(m.saved_bytes)]
 
 
-def _detail(r: Row, kind: str, m: Measured) -> list[object]:
+def _detail(r: Row, kind: str) -> list[object]:
+    m = r.measured[kind]
     cells: list[object] = [r.image_size, kind, *(f"{m.phase(i) * 1e3:.0f}" for i in range(3))]
     return cells + [f"{m.total().min * 1e3:.0f}", _mb(m.saved_attention_map_bytes), f"{m.first_loss:.4f}"]
 
 
 def tables(rows: Sequence[Row]) -> str:
-    detail = [_detail(r, kind, m) for r in rows for kind, m in (("ours", r.ours), ("theirs", r.theirs))]
-    return markdown_table(HEAD, [_row(r) for r in rows]) + "\n\n" + markdown_table(DETAIL_HEAD, detail)
+    main_rows = [_row(r, kind) for r in rows for kind in r.measured]
+    detail = [_detail(r, kind) for r in rows for kind in r.measured]
+    return markdown_table(HEAD, main_rows) + "\n\n" + markdown_table(DETAIL_HEAD, detail)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -288,11 +214,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sizes", type=int, nargs="+", default=None, help="image sizes (default 224 384; quick 32 64)"
     )
     p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--plan", choices=PLANS, default="T-T-T", help="what is trained (default: everything)")
+    p.add_argument("--checkpointing", action="store_true", help="also ours with gradient checkpointing")
     p.add_argument("--steps", type=int, default=5, help="timed steps per model (median and IQR over them)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before measuring (at least 1)")
     p.add_argument("--question-len", type=int, default=35)
     p.add_argument("--answer-len", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--quick", action="store_true", help="the tiny architecture: a smoke test in seconds")
     args = p.parse_args(argv)
     args.sizes = args.sizes or ([32, 64] if args.quick else [224, 384])
@@ -302,15 +230,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[Row]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows, load = [], os.getloadavg()
+    setup = f"fp32, batch {args.batch}, question {args.question_len} / answer {args.answer_len} tokens"
+    setup += f", plan {args.plan}, fused AdamW, {args.steps} timed steps per model"
+    print(header("benchmarks.step_vs_transformers", argv, args.threads, setup), flush=True)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="mile-bench-") as tmp:
         for size in args.sizes:
             rows.append(run_size(args, size, Path(tmp)))
             print(f"done {size} px", flush=True)
-    setup = f"batch {args.batch}, question {args.question_len} / answer {args.answer_len} tokens"
-    print(f"{machine()}; {args.threads} threads, fp32, {setup}, {args.steps} timed steps per model")
-    loads = [" / ".join(f"{x:.1f}" for x in la) for la in (load, os.getloadavg())]
-    print(f"load average (1 / 5 / 15 min): {loads[0]} at start, {loads[1]} at the end\n")
+    print(f"load average at the end: {load_average()}\n")
     print(tables(rows))
     return rows
 

@@ -11,11 +11,14 @@ from benchmarks.step_vs_transformers import main  # noqa: E402
 
 
 def test_quick_step_benchmark_returns_positive_figures(capsys):
-    rows = main(["--quick", "--sizes", "32", "--steps", "2", "--warmup", "1", "--threads", "1"])
-    assert [(r.image_size, r.batch) for r in rows] == [(32, 2)]
-    for measured in (rows[0].ours, rows[0].theirs):
+    argv = ["--quick", "--sizes", "32", "--steps", "2", "--warmup", "1", "--plan", "T-T-LoRA_r8"]
+    rows = main([*argv, "--checkpointing"])
+    assert [(r.image_size, r.batch, r.plan) for r in rows] == [(32, 2, "T-T-LoRA_r8")]
+    assert set(rows[0].measured) == {"ours", "theirs", "ours+ckpt"}
+    for measured in rows[0].measured.values():
         assert len(measured.steps) == 2
         assert all(t > 0 for step in measured.steps for t in step)
-        assert measured.saved_bytes > 0
+        assert measured.saved_bytes > 0 and measured.static_rss > 0
         assert measured.peak_rss_growth >= 0  # a tiny step may fit in pages malloc already holds
-    assert "| px | batch |" in capsys.readouterr().out
+    assert rows[0].ours.trainable == rows[0].theirs.trainable
+    assert "| px | batch | plan |" in capsys.readouterr().out

@@ -1,0 +1,54 @@
+"""Each benchmark's quick mode still runs end to end and produces positive figures; no speed is asserted."""
+
+import math
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # benchmarks/ is not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import feature_cache, generation, roofline, scaling  # noqa: E402
+
+
+def test_roofline_quick_reports_flops_peak_and_breakdown(capsys):
+    result = roofline.main(["--quick", "--rounds", "2"])
+    assert result["flops"] > 0 and result["peak"] > 0 and result["step"].median > 0
+    assert 0 < result["ratio"].median < math.inf
+    categories = [row[0] for row in result["breakdown"]]
+    assert "GEMM (mm / addmm / bmm)" in categories
+    assert "| GFLOP / step |" in capsys.readouterr().out
+
+
+def test_scaling_quick_covers_every_plan_and_configuration(capsys):
+    points = scaling.main(["--quick", "--steps", "2", "--plans", "T-T-T", "F-F-LoRA_r8"])
+    assert {(p.plan, p.size, p.batch) for p in points} == {
+        (plan, size, batch)
+        for plan in ("T-T-T", "F-F-LoRA_r8")
+        for size, batch in ((16, 2), (32, 2), (32, 1))
+    }
+    for p in points:
+        assert len(p.steps) == 2 and all(t > 0 for t in p.steps)
+        assert p.saved_bytes > 0 and p.rss_growth >= 0
+    assert "| plan | px | batch |" in capsys.readouterr().out
+
+
+def test_generation_quick_times_every_variant_and_compares_answers(capsys):
+    results = generation.main(["--quick", "--rounds", "2", "--batch", "4"])
+    assert len(results) == 7
+    for r in results.values():
+        assert len(r["times"]) == 2 and all(t > 0 for t in r["times"])
+    out = capsys.readouterr().out
+    assert "| beam 3, no cache |" in out and "questions/s" in out
+
+
+def test_feature_cache_quick_reports_cold_and_warm_epochs(shared_dir, monkeypatch, capsys):
+    monkeypatch.setenv("MILE_SHARED", str(shared_dir))
+    rows = feature_cache.main(["--quick", "--epochs", "2", "--repeats", "1"])
+    assert {(r.plan, r.cache) for r in rows} == {
+        (p, c) for p in feature_cache.PLANS for c in ("none", "memory")
+    }
+    for r in rows:
+        assert len(r.runs) == 1 and len(r.runs[0]) == 2 and all(t > 0 for t in r.runs[0])
+        assert bool(r.stats) == (r.cache == "memory")
+    assert "| plan | feature cache |" in capsys.readouterr().out
