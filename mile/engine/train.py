@@ -321,10 +321,11 @@ def evaluate_splits(
     if cfg.eval.compile:
         compile_encoders(session.model)
     try:
-        return {
+        results = {
             split: _evaluate_split(cfg, session, split, splits[split], run, accelerator, tag, cache)
             for split in cfg.data.eval_splits
         }
+        return {split: m for split, m in results.items() if m is not None}  # metrics live on the main process
     finally:
         if merged:
             session.tuning.unmerge()
