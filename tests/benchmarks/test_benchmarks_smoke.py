@@ -35,7 +35,7 @@ def test_scaling_quick_covers_every_plan_and_configuration(capsys):
 
 def test_generation_quick_times_every_variant_and_compares_answers(capsys):
     results = generation.main(["--quick", "--rounds", "2", "--batch", "4"])
-    assert len(results) == 7
+    assert len(results) == 9
     for r in results.values():
         assert len(r["times"]) == 2 and all(t > 0 for t in r["times"])
     out = capsys.readouterr().out

@@ -18,13 +18,18 @@ def sweeps(scale: str) -> list[Path]:
     return sorted(p for p in (CONFIGS / "sweeps" / scale).glob("*.yaml") if p.name != "base.yaml")
 
 
+def table_sweeps(scale: str) -> list[Path]:
+    """The per-table grids; study.yaml is a cross-section of them plus the fully trained baselines."""
+    return [p for p in sweeps(scale) if p.name != "study.yaml"]
+
+
 @pytest.mark.parametrize("scale", SCALES)
 def test_every_row_of_the_tables_once_with_the_presets_plan(scale):
     presets = {
         row: PlanConfig.model_validate(yaml.safe_load(p.read_text())["plan"]) for row, p in PRESETS.items()
     }
     covered = []
-    for path in sweeps(scale):
+    for path in table_sweeps(scale):
         for run in load_sweep(path).runs:
             rows = [row for row, plan in presets.items() if plan == run.config.plan]
             assert len(rows) == 1, f"{path.name} run {run.index}: {run.plan} is not exactly one preset"
@@ -49,9 +54,19 @@ def test_paper_scale_is_blip_base_480_from_the_hub_checkpoint_on_slake():
 
 def test_mile_small_scale_is_cpu_sized_and_starts_from_the_placeholder_base():
     base = load_config(CONFIGS / "sweeps" / "mile-small" / "base.yaml")
-    assert (base.model.init.kind, base.model.init.path) == ("mile", "VQA_RAD_BASE_EXPORT")
+    assert (base.model.init.kind, str(base.model.init.path)) == ("mile", "runs/study/base-export")
     for path in sweeps("mile-small"):
         for run in load_sweep(path).runs:
             cfg = run.config
             assert (cfg.model.size, cfg.model.image_size, cfg.train.epochs) == ("mile-small", 112, 3)
             assert cfg.model.init == base.model.init and cfg.data.dataset == "slake"
+
+
+def test_the_cpu_study_is_a_cross_section_of_the_presets_plus_the_trained_baselines():
+    presets = [PlanConfig.model_validate(yaml.safe_load(p.read_text())["plan"]) for p in PRESETS.values()]
+    runs = load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs
+    plans = [run.plan for run in runs]
+    baselines = {"T-T-T", "F-T-T"}
+    assert baselines <= set(plans) and len(set(plans)) == len(plans)
+    for run in runs:
+        assert run.plan in baselines or run.config.plan in presets, run.plan
