@@ -120,11 +120,15 @@ def sweep(
         bool, typer.Option(help="list the runs with their trainable parameters; train nothing")
     ] = False,
     output_dir: Annotated[Path | None, typer.Option(help="where the run directories go")] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="run only plans or run names matching this shell pattern, e.g. 'F-*' (repeatable)"),
+    ] = None,
 ) -> None:
     """Train every run of a sweep that is not done yet (skips done runs, resumes interrupted ones)."""
     from mile.sweep.command import sweep_command
 
-    raise typer.Exit(sweep_command(sweep_file, force, shard, dry_run, output_dir))
+    raise typer.Exit(sweep_command(sweep_file, force, shard, dry_run, output_dir, only))
 
 
 @app.command()

@@ -7,16 +7,24 @@ from pathlib import Path
 import typer
 
 from .dryrun import count_runs, format_counts
-from .runner import parse_shard, run_sweep, select_shard
+from .runner import parse_shard, run_sweep, select_only, select_shard
 from .spec import load_sweep
 
 
-def sweep_command(path: Path, force: bool, shard: str | None, dry_run: bool, output_dir: Path | None) -> int:
+def sweep_command(
+    path: Path,
+    force: bool,
+    shard: str | None,
+    dry_run: bool,
+    output_dir: Path | None,
+    only: list[str] | None = None,
+) -> int:
     """Run (or list) a sweep; the exit code is 1 when any run failed, else 0."""
     parts = parse_shard(shard)
     sweep = load_sweep(path, output_dir)
     if dry_run:
-        typer.echo(format_counts(sweep, count_runs(sweep, select_shard(sweep.runs, parts)), parts))
+        runs = select_only(select_shard(sweep.runs, parts), only, sweep.runs)
+        typer.echo(format_counts(sweep, count_runs(sweep, runs), parts))
         return 0
-    summary = run_sweep(sweep, shard=parts, force=force, echo=typer.echo)
+    summary = run_sweep(sweep, shard=parts, force=force, echo=typer.echo, only=only)
     return 1 if summary.failed else 0

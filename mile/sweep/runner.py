@@ -8,10 +8,13 @@
   on; every outcome is a line in `<output>/sweep.jsonl`.
 - `shard=(i, n)`: the runs at positions i, i+n, i+2n, ... (1-based) of the expanded sweep, so n machines
   sharing the output folder split it; the per-run lock (see mile.sweep.lock) keeps overlapping sweeps apart.
+- `only`: shell patterns over the plan notation or the run name (`F-*`, `T-T-T`); the shard's runs matching any
+  of them, in sweep order. A pattern that matches no run of the sweep is an error listing the plans.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import gc
 import json
 import os
@@ -85,6 +88,23 @@ def select_shard(runs: list[SweepRun], shard: tuple[int, int]) -> list[SweepRun]
     return runs[i - 1 :: n]
 
 
+def select_only(runs: list[SweepRun], patterns: list[str] | None, all_runs: list[SweepRun]) -> list[SweepRun]:
+    """The runs whose plan notation or name matches any pattern (None or empty: all of them)."""
+    if not patterns:
+        return runs
+
+    def hits(run: SweepRun, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(run.plan, pattern) or fnmatch.fnmatchcase(run.name, pattern)
+
+    unmatched = [p for p in patterns if not any(hits(r, p) for r in all_runs)]
+    if unmatched:
+        plans = ", ".join(dict.fromkeys(r.plan for r in all_runs))
+        raise SweepError(
+            f"--only {', '.join(unmatched)}: matches no run of the sweep; its plans are: {plans}"
+        )
+    return [r for r in runs if any(hits(r, p) for p in patterns)]
+
+
 def config_mismatch(run_dir: Path, cfg: Config) -> str | None:
     """Why an existing run directory does not hold this config (None: it does, or holds none yet)."""
     if not (run_dir / "config.yaml").is_file():
@@ -147,16 +167,18 @@ def run_sweep(
     echo: Callable[[str], Any] = print,
     train: TrainFn | None = None,
     stale_after: float = STALE_AFTER_S,
+    only: list[str] | None = None,
 ) -> SweepSummary:
-    """Train every run of the shard that is not done yet; returns what happened to each."""
+    """Train every run of the shard (matching `only`) that is not done yet; returns what happened to each."""
     if train is None:
         from mile.engine.train import train_run as train
-    runs = select_shard(sweep.runs, shard)
+    runs = select_only(select_shard(sweep.runs, shard), only, sweep.runs)
     check_init_paths(sweep, runs)
     if not force:
         check_existing(sweep, runs)
     summary = SweepSummary(sweep, shard)
     of = f" (shard {shard[0]}/{shard[1]} of {len(sweep.runs)})" if shard[1] > 1 else ""
+    of += f" matching {' or '.join(only)}" if only else ""
     echo(f"sweep {sweep.path}: {len(runs)} run(s){of} -> {sweep.output_dir}")
     for k, run in enumerate(runs, 1):
         tag = f"[{k}/{len(runs)}] {run.name}"

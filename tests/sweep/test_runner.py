@@ -108,6 +108,21 @@ def test_shards_cover_every_run_exactly_once(make_sweep, fake_train):
     assert sorted(train.calls) == sorted(r.name for r in sweep.runs)
 
 
+def test_only_trains_the_matching_plans_in_sweep_order(make_sweep, fake_train):
+    sweep = load_sweep(make_sweep(GRID))
+    train = fake_train()
+    summary = run_sweep(sweep, train=train, echo=quiet, only=["F-*"])
+    assert [o.run.plan for o in summary.outcomes] == ["F-LoRA_r4-LoRA_r4"] * 2 + ["F-F-PTV2"] * 2
+    by_name = run_sweep(sweep, train=train, echo=quiet, only=[sweep.runs[2].name], shard=(1, 2))
+    assert [o.run.name for o in by_name.outcomes] == [sweep.runs[2].name] and len(train.calls) == 5
+
+
+def test_only_pattern_matching_nothing_is_an_error_listing_the_plans(make_sweep, fake_train):
+    sweep = load_sweep(make_sweep(GRID))
+    with pytest.raises(SweepError, match=r"--only X-\*: matches no run .*T-T-T"):
+        run_sweep(sweep, train=fake_train(), echo=quiet, only=["T-*", "X-*"])
+
+
 def test_concurrent_sweeps_never_run_the_same_run_twice(make_sweep, fake_train):
     sweep = load_sweep(make_sweep(GRID))
     train = fake_train(delay=0.05)

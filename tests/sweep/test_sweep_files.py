@@ -70,3 +70,16 @@ def test_the_cpu_study_is_a_cross_section_of_the_presets_plus_the_trained_baseli
     assert baselines <= set(plans) and len(set(plans)) == len(plans)
     for run in runs:
         assert run.plan in baselines or run.config.plan in presets, run.plan
+
+
+def test_the_study_t_t_t_run_is_the_plain_model_of_instruction_workflow_b():
+    # scripts/cpu_study.sh exports that run as runs/instruct/plain-export instead of training plain.yaml again
+    from mile.sweep.naming import config_leaves
+
+    (run,) = [
+        r for r in load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs if r.plan == "T-T-T"
+    ]
+    plain = config_leaves(load_config(CONFIGS / "instruct" / "plain.yaml"))
+    grid = config_leaves(run.config)
+    differing = {k for k in plain.keys() | grid.keys() if plain.get(k) != grid.get(k)}
+    assert differing == set(), differing
