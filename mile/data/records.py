@@ -21,6 +21,7 @@ from typing import Any
 
 from mile.data.errors import DataError, ImageError, PathEscapeError
 from mile.data.images import DEFAULT_MAX_PIXELS, check_image
+from mile.data.paths import resolve_image_path
 from mile.data.sample import Sample
 
 DEFAULT_MAX_BAD_FRACTION = 0.05
@@ -302,6 +303,30 @@ class _ImageChecker:
             except ImageError as exc:
                 return BadRecordError(Reason.CORRUPT_IMAGE, str(exc))
         return None
+
+
+def dataset_sample(
+    record: dict[str, Any],
+    *,
+    where: str,
+    images: Path,
+    image_key: str,
+    question_type_key: str,
+    source: str,
+    extra_keys: Sequence[str],
+) -> Sample:
+    """The Sample of one record in a SLAKE / VQA-RAD style file: `qid`, an image name under `images`, `question`,
+    `answer`, `answer_type`, an optional question type and the listed extra fields kept as they are."""
+    return Sample(
+        id=get_id(record, "qid"),
+        image=resolve_image_path(images, get_str(record, image_key), where=where),
+        question=get_question(record),
+        answer=get_answer(record),
+        answer_type=get_answer_type(record),
+        question_type=get_str(record, question_type_key, required=False),
+        source=source,
+        extra={key: record[key] for key in extra_keys if key in record},
+    )
 
 
 def collect_samples(

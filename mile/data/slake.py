@@ -13,16 +13,14 @@ from typing import Any
 
 from mile.data.errors import DataError
 from mile.data.images import DEFAULT_MAX_PIXELS
-from mile.data.paths import existing_dir, resolve_image_path, split_file
+from mile.data.paths import existing_dir, split_file
 from mile.data.records import (
     BadRecordError,
     LoadResult,
     Reason,
     collect_samples,
-    get_answer,
-    get_answer_type,
+    dataset_sample,
     get_id,
-    get_question,
     get_str,
     read_json_list,
 )
@@ -62,17 +60,14 @@ def load_slake(
             )
         if language != "all" and q_lang != language:
             return None
-        sample_id = get_id(record, "qid")
-        where = f"{file}, record {index} (qid {sample_id})"
-        return Sample(
-            id=sample_id,
-            image=resolve_image_path(images, get_str(record, "img_name"), where=where),
-            question=get_question(record),
-            answer=get_answer(record),
-            answer_type=get_answer_type(record),
-            question_type=get_str(record, "content_type", required=False),
+        return dataset_sample(
+            record,
+            where=f"{file}, record {index} (qid {get_id(record, 'qid')})",
+            images=images,
+            image_key="img_name",
+            question_type_key="content_type",
             source="slake",
-            extra={key: record[key] for key in _EXTRA_KEYS if key in record},
+            extra_keys=_EXTRA_KEYS,
         )
 
     records = read_json_list(file)

@@ -15,17 +15,8 @@ import os
 from typing import Any
 
 from mile.data.images import DEFAULT_MAX_PIXELS
-from mile.data.paths import existing_dir, resolve_image_path, split_file
-from mile.data.records import (
-    LoadResult,
-    collect_samples,
-    get_answer,
-    get_answer_type,
-    get_id,
-    get_question,
-    get_str,
-    read_json_list,
-)
+from mile.data.paths import existing_dir, split_file
+from mile.data.records import LoadResult, collect_samples, dataset_sample, get_id, read_json_list
 from mile.data.sample import Sample
 
 VQA_RAD_FILES = {"train": "trainset.json", "test": "testset.json", "public": "VQA_RAD_Dataset_Public.json"}
@@ -49,17 +40,14 @@ def load_vqa_rad(
     images = base / "images"
 
     def parse(index: int, record: dict[str, Any]) -> Sample:
-        sample_id = get_id(record, "qid")
-        where = f"{file}, record {index} (qid {sample_id})"
-        return Sample(
-            id=sample_id,
-            image=resolve_image_path(images, get_str(record, "image_name"), where=where),
-            question=get_question(record),
-            answer=get_answer(record),
-            answer_type=get_answer_type(record),
-            question_type=get_str(record, "question_type", required=False),
+        return dataset_sample(
+            record,
+            where=f"{file}, record {index} (qid {get_id(record, 'qid')})",
+            images=images,
+            image_key="image_name",
+            question_type_key="question_type",
             source="vqa_rad",
-            extra={key: record[key] for key in _EXTRA_KEYS if key in record},
+            extra_keys=_EXTRA_KEYS,
         )
 
     records = read_json_list(file)
