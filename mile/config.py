@@ -155,6 +155,36 @@ class Config(Section):
         return yaml.safe_dump(self.model_dump(mode="json", exclude={"extends"}), sort_keys=False)
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {"a.b.c": leaf}; lists and scalars are leaves."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def config_leaves(cfg: Config) -> dict[str, Any]:
+    """The resolved config as dotted leaves, without the `run` section (where a run lives is not what it is)."""
+    return flatten(cfg.model_dump(mode="json", exclude={"run", "extends"}))
+
+
+def config_differences(stored: Config, wanted: Config, shown: int = 4) -> str | None:
+    """`key (run: old, new: value), ...` for the keys (outside `run`) where two configs differ; None if none."""
+    old, new = config_leaves(stored), config_leaves(wanted)
+    missing = object()
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, missing) != new.get(k, missing))
+    if not keys:
+        return None
+    text = ", ".join(f"{k} (run: {old.get(k)!r}, now: {new.get(k)!r})" for k in keys[:shown])
+    return text + (f" and {len(keys) - shown} more key(s)" if len(keys) > shown else "")
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 scalars: only true / false are booleans (YAML 1.1 also reads `no`, `off`, `yes`, `on`, so
     `feature_cache: off` would arrive as False), and `1e-4` is a float (YAML 1.1 wants `1.0e-4`)."""

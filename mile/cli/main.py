@@ -34,7 +34,12 @@ def train(
         Path | None, typer.Option(help="run directory (default: run.output_dir/run.name)")
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume/--restart", help="continue from the last checkpoint")
+        bool,
+        typer.Option(
+            "--resume/--restart",
+            help="continue from the last checkpoint (a finished run is left as it is), or delete the run "
+            "directory's contents and train from scratch",
+        ),
     ] = True,
 ) -> None:
     """Fine-tune a model as the config says, then evaluate it; everything lands in the run directory."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import typer
@@ -18,6 +20,7 @@ def run_path(cfg, run_dir: Path | None) -> Path:
 
 
 def train_command(config: Path, overrides: list[str], run_dir: Path | None, resume: bool) -> None:
+    """Train into the run directory: resume what is there, skip a finished run, or (`resume=False`) start over."""
     from mile.engine.evaluate import format_metrics
     from mile.engine.rundir import RunDir
     from mile.engine.train import train_run
@@ -25,6 +28,23 @@ def train_command(config: Path, overrides: list[str], run_dir: Path | None, resu
     cfg = load_config(config, overrides)
     run = RunDir(run_path(cfg, run_dir))
     typer.echo(f"run directory: {run.path}")
+    if resume:
+        why = run.config_mismatch(cfg)
+        if why:  # resuming would mix two configs' checkpoints and results
+            raise ConfigError(
+                f"run directory {run.path} holds another run: {why}. Train into another directory "
+                "(run.name=... or --run-dir), or pass --restart to delete it and train from scratch."
+            )
+        if run.is_done():
+            typer.echo(
+                f"already done: nothing to train (`mile eval {run.path}` re-evaluates it, --restart retrains)"
+            )
+            for file in sorted((run.path / "eval").glob("*/metrics.json")):
+                typer.echo(format_metrics(json.loads(file.read_text())))
+            return
+    elif run.path.exists() and any(run.path.iterdir()):
+        typer.echo(f"--restart: deleting the previous contents of {run.path}")
+        shutil.rmtree(run.path)
     metrics = train_run(cfg, run, resume=resume)
     for split_metrics in metrics.values():
         typer.echo(format_metrics(split_metrics))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mile.atomic import atomic_write_json, atomic_write_text
-from mile.config import Config, parse_yaml, validate_config
+from mile.config import Config, ConfigError, config_differences, parse_yaml, validate_config
 
 PACKAGES = (
     "mile-vqa",
@@ -74,6 +74,17 @@ class RunDir:
         if not file.is_file():
             raise FileNotFoundError(f"{self.path} is not a run directory (no config.yaml)")
         return validate_config(parse_yaml(file.read_text()) or {}, str(file))
+
+    def config_mismatch(self, cfg: Config) -> str | None:
+        """Why this directory does not hold a run of `cfg` (None: it does, or holds no config yet)."""
+        if not (self / "config.yaml").is_file():
+            return None
+        try:
+            stored = self.config()
+        except ConfigError as exc:
+            return f"its config.yaml does not validate any more ({str(exc).splitlines()[-1].strip()})"
+        differences = config_differences(stored, cfg)
+        return f"its config differs: {differences}" if differences else None
 
     def status(self) -> dict[str, Any]:
         file = self / "status.json"

@@ -14,11 +14,10 @@ import re
 from pathlib import PurePath
 from typing import Any
 
-from mile.config import Config
+from mile.config import Config, config_leaves
 
 HASH_CHARS = 8
 MAX_READABLE = 100  # characters before the hash
-EXCLUDED = {"run", "extends"}
 # short prefixes for common keys ("" = the value alone); other keys use their last component
 ABBREV = {
     "train.lr": "lr",
@@ -34,25 +33,6 @@ ABBREV = {
     "data.limit": "n",
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings -> {"a.b.c": leaf}; lists and scalars are leaves."""
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path))
-        else:
-            out[path] = value
-    return out
-
-
-def config_leaves(cfg: Config) -> dict[str, Any]:
-    """The resolved config as dotted leaves, without the `run` section (where a run lives is not what it is)."""
-    return flatten(cfg.model_dump(mode="json", exclude=EXCLUDED))
 
 
 _DEFAULTS: dict[str, Any] | None = None

@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mile.config import Config, ConfigError
+from mile.config import Config
 from mile.engine.rundir import RunDir
 
 from .lock import STALE_AFTER_S, RunLock, describe_holder
-from .naming import config_leaves
 from .spec import Sweep, SweepError, SweepRun
 
 LOCKS = ".locks"
@@ -107,21 +106,7 @@ def select_only(runs: list[SweepRun], patterns: list[str] | None, all_runs: list
 
 def config_mismatch(run_dir: Path, cfg: Config) -> str | None:
     """Why an existing run directory does not hold this config (None: it does, or holds none yet)."""
-    if not (run_dir / "config.yaml").is_file():
-        return None
-    try:
-        stored = config_leaves(RunDir(run_dir).config())
-    except ConfigError as exc:
-        return f"its config.yaml does not validate any more ({str(exc).splitlines()[-1].strip()})"
-    wanted = config_leaves(cfg)
-    missing = object()
-    keys = sorted(
-        k for k in stored.keys() | wanted.keys() if stored.get(k, missing) != wanted.get(k, missing)
-    )
-    if not keys:
-        return None
-    shown = ", ".join(f"{k} (run: {stored.get(k)!r}, sweep: {wanted.get(k)!r})" for k in keys[:4])
-    return "its config differs: " + shown + (f" and {len(keys) - 4} more key(s)" if len(keys) > 4 else "")
+    return RunDir(run_dir).config_mismatch(cfg)
 
 
 def check_existing(sweep: Sweep, runs: list[SweepRun]) -> None:

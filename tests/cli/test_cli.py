@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,36 @@ def test_eval_and_predict_on_a_finished_run(demo_run, demo_data):
         "predict", run, "--image", image, "--question", "is there a fracture?", "--question", "what organ?"
     )
     assert proc.stdout.count("Q: ") == 2 and proc.stdout.count("A: ") == 2
+
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "mile" / "resources" / "configs" / "demo.yaml"
+
+
+def test_training_a_finished_run_again_trains_nothing(demo_run):
+    run, _ = demo_run
+    weights = sorted((run / "weights").iterdir())
+    stamps = [w.stat().st_mtime_ns for w in weights]
+    proc = mile("train", DEMO_CONFIG, f"run.output_dir={run.parent}", "train.epochs=1")
+    assert "already done" in proc.stdout and "test: global" in proc.stdout
+    assert [w.stat().st_mtime_ns for w in weights] == stamps
+
+
+def test_resuming_into_a_run_of_another_config_is_refused(demo_run):
+    run, _ = demo_run
+    proc = mile("train", DEMO_CONFIG, f"run.output_dir={run.parent}", "train.epochs=2", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "train.epochs (run: 1, now: 2)" in proc.stderr and "--restart" in proc.stderr
+
+
+def test_restart_deletes_the_previous_contents(tmp_path):
+    stale = tmp_path / "demo" / "eval" / "test" / "metrics.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    missing = tmp_path / "no-data"
+    args = [f"run.output_dir={tmp_path}", "data.dataset=vqa_rad", f"data.root={missing}"]
+    proc = mile("train", DEMO_CONFIG, *args, "--restart", check=False)
+    assert "deleting the previous contents" in proc.stdout and not stale.exists()
+    assert proc.returncode == 2 and "no-data" in proc.stderr  # then fails on the data, as it should
 
 
 def test_modules_json_schema():
