@@ -8,16 +8,18 @@ study=configs/sweeps/mile-small/study.yaml
 # 1. base: mile-small fully fine-tuned on VQA-RAD train+test (our stand-in for MISS pre-training)
 mile train configs/study/base-vqa-rad.yaml
 [ -f runs/study/base-export/model.safetensors ] || mile export runs/study/base runs/study/base-export
-# 2. the grid on SLAKE English: frozen-ViT plans (cheap: cached image features), then full fine-tuning
-mile sweep "$study" --only 'F-*' || true   # failed runs are recorded in their status.json and in the report
-mile sweep "$study" --only T-T-T
-# 3. instruction workflows. The grid's T-T-T run is the converged plain-SLAKE model of workflow (b): it has
-#    exactly the config of configs/instruct/plain.yaml (a test checks this), so it is not trained twice.
-plain=$(ls -d runs/study/slake/T-T-T-*/)
+# 2. instruction workflows on SLAKE English, all F-T-T (frozen ViT, cached features) so only the data differs.
+#    The grid's F-T-T run is the plain baseline and the converged model of (b): it has exactly the config of
+#    configs/instruct/plain.yaml (a test checks this), so it is not trained twice.
+mile sweep "$study" --only F-T-T
+plain=$(ls -d runs/study/slake/F-T-T-*/)
 [ -f runs/instruct/plain-export/model.safetensors ] || mile export "$plain" runs/instruct/plain-export
 [ -f runs/instruct/slake-train.json ] || mile instruct build --source slake:train=../shared/data/slake --out runs/instruct/slake-train.json
 mile train configs/instruct/b-further.yaml
 mile train configs/instruct/a-direct.yaml
-# 4. the rest of the grid, then the report
+# 3. the grid on SLAKE English: the other frozen-ViT plans, then full fine-tuning, then the rest
+mile sweep "$study" --only 'F-*' || true   # failed runs are recorded in their status.json and in the report
+mile train configs/instruct/c-mixed.yaml
+mile sweep "$study" --only T-T-T
 mile sweep "$study" || true
 mile report runs/study/slake --out docs/study

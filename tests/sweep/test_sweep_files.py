@@ -72,12 +72,12 @@ def test_the_cpu_study_is_a_cross_section_of_the_presets_plus_the_trained_baseli
         assert run.plan in baselines or run.config.plan in presets, run.plan
 
 
-def test_the_study_t_t_t_run_is_the_plain_model_of_instruction_workflow_b():
+def test_the_study_f_t_t_run_is_the_plain_model_of_instruction_workflow_b():
     # scripts/cpu_study.sh exports that run as runs/instruct/plain-export instead of training plain.yaml again
-    from mile.sweep.naming import config_leaves
+    from mile.config import config_leaves
 
     (run,) = [
-        r for r in load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs if r.plan == "T-T-T"
+        r for r in load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs if r.plan == "F-T-T"
     ]
     plain = config_leaves(load_config(CONFIGS / "instruct" / "plain.yaml"))
     grid = config_leaves(run.config)
