@@ -63,6 +63,21 @@ def evaluate(
 
 
 @app.command()
+def probe(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    split: Annotated[
+        str | None, typer.Option(help="split (default: the run's first evaluation split)")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="first N questions of the split (0: all)")] = 256,
+    seed: Annotated[int, typer.Option(help="seed of the swaps")] = 0,
+) -> None:
+    """Does the model use its inputs? Answer loss with the true image and question vs another question's."""
+    from mile.cli.run import probe_command
+
+    probe_command(run_dir, split, limit, seed)
+
+
+@app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
     image: Annotated[Path, typer.Option(help="image file")],

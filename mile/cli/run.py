@@ -67,6 +67,30 @@ def eval_command(run_dir: Path, splits: list[str] | None, data: list[str]) -> No
         typer.echo(format_metrics(metrics))
 
 
+def probe_command(run_dir: Path, split: str | None, limit: int, seed: int) -> None:
+    from mile.atomic import atomic_write_json
+    from mile.engine.datasets import load_split
+    from mile.engine.inference import load_trained
+    from mile.engine.probe import probe_inputs
+    from mile.engine.rundir import RunDir
+
+    run = RunDir(run_dir)
+    session = load_trained(run)
+    split = split or session.config.data.eval_splits[0]
+    samples = load_split(session.config, split).samples
+    samples = samples[:limit] if limit > 0 else samples
+    result = {"split": split, **probe_inputs(session, samples, session.config.eval.batch_size, seed)}
+    out = atomic_write_json(run.eval_dir(split) / "probe.json", result)
+    loss, gap = result["loss"], result["gap"]
+    typer.echo(
+        f"{split} (n={result['n']}, {result['answer_tokens']} answer tokens), answer loss in nats per token:\n"
+        f"  true {loss['true']:.4f}  other image {loss['other_image']:.4f} (+{gap['image']:.4f})  "
+        f"other question {loss['other_question']:.4f} (+{gap['question']:.4f})  "
+        f"both {loss['both_other']:.4f} (+{gap['both']:.4f})\n"
+        f"  the model {result['verdict']}  -> {out}"
+    )
+
+
 def predict_command(run_dir: Path, image: Path, questions: list[str], beams: int | None) -> None:
     from mile.engine.inference import answer, load_trained
     from mile.engine.rundir import RunDir

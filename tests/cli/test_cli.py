@@ -47,6 +47,18 @@ def test_eval_and_predict_on_a_finished_run(demo_run, demo_data):
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "mile" / "resources" / "configs" / "demo.yaml"
 
 
+def test_probe_writes_the_losses_with_swapped_inputs(demo_run):
+    run, _ = demo_run
+    proc = mile("probe", run, "--limit", "16")
+    assert "other image" in proc.stdout and "the model " in proc.stdout
+    result = json.loads((run / "eval" / "test" / "probe.json").read_text())
+    assert (
+        result["split"] == "test"
+        and result["n"] == 16
+        and set(result["gap"]) == {"image", "question", "both"}
+    )
+
+
 def test_training_a_finished_run_again_trains_nothing(demo_run):
     run, _ = demo_run
     weights = sorted((run / "weights").iterdir())

@@ -1,0 +1,120 @@
+"""Does a trained model use its inputs? Answer loss with the true image and question, and with either one swapped
+for another question's.
+
+A VQA model can reach a respectable loss and the majority-answer accuracy while ignoring both inputs: it has
+learnt the answer prior. Accuracy alone does not show that (the majority answer to a closed question is right
+about half the time); the loss under swapped inputs does. Each probe pairs every question with the image (or the
+question text) of another question of the split, through a random derangement, and keeps the answer; the gap
+to the true loss is what the model takes from that input, in nats per answer token. Plain cross-entropy (no
+label smoothing), teacher-forced, in eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mile.engine.batches import Collate, VQADataset
+from mile.engine.build import Session
+from mile.model.mile import MileModel
+
+# Gaps below this (nats per answer token) read as "the model does not use this input".
+UNUSED_BELOW = 0.01
+VARIANTS = ("true", "other_image", "other_question", "both_other")
+
+
+@dataclass
+class Tokens:
+    """k answers, and 2k questions / image states: the answers' own (0..k-1), then their partners' (k..2k-1)."""
+
+    question_ids: Tensor
+    question_mask: Tensor
+    answer_ids: Tensor
+    answer_mask: Tensor
+    image_states: Tensor
+
+
+def derangement(n: int, seed: int) -> Tensor:
+    """A random permutation with no fixed point (every question gets another's input); n >= 2."""
+    if n < 2:
+        raise ValueError(f"probing needs at least 2 questions, got {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    out = torch.empty(n, dtype=torch.long)
+    out[order] = order.roll(-1)  # each question takes the input of the next one in a random cycle
+    return out
+
+
+@torch.no_grad()
+def answer_nll(model: MileModel, t: Tokens, question: Tensor, image: Tensor) -> tuple[float, int]:
+    """Summed answer-token cross-entropy and token count, with questions / image states taken at the indices."""
+    q_ids, q_mask = t.question_ids[question], t.question_mask[question]
+    states = model.encode_question(q_ids, q_mask, t.image_states[image])
+    hidden = model.text_decoder(t.answer_ids, t.answer_mask, context=states, context_mask=q_mask)
+    logits = model.text_decoder.logits(hidden)[:, :-1]
+    targets = t.answer_ids[:, 1:].masked_fill(t.answer_mask[:, 1:] == 0, -100)
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="sum"
+    )
+    return total.item(), int((targets != -100).sum())
+
+
+@torch.no_grad()
+def probe_inputs(session: Session, samples: list, batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
+    """Mean answer loss per variant over `samples`, the gaps, and a one-line verdict."""
+    model = session.model.eval()
+    n = len(samples)
+    other = derangement(n, seed)
+    dataset = VQADataset(samples, session.transform(train=False))
+    collate = Collate(session.tokenizer)
+    sums = dict.fromkeys(VARIANTS, 0.0)
+    tokens = 0
+    for start in range(0, n, batch_size):
+        rows = list(range(start, min(start + batch_size, n)))
+        partners = other[rows].tolist()
+        # one batch holds the questions and their partners, so every swap stays inside it
+        batch = collate([dataset[i] for i in rows + partners])
+        k = len(rows)
+        t = Tokens(
+            batch["question_ids"],
+            batch["question_mask"],
+            batch["answer_ids"][:k],
+            batch["answer_mask"][:k],
+            model.encode_image(batch["pixels"]),
+        )
+        own, theirs = torch.arange(k), torch.arange(k, 2 * k)
+        for name, (q, img) in {
+            "true": (own, own),
+            "other_image": (own, theirs),
+            "other_question": (theirs, own),
+            "both_other": (theirs, theirs),
+        }.items():
+            total, count = answer_nll(model, t, q, img)
+            sums[name] += total
+        tokens += count
+    loss = {name: sums[name] / tokens for name in VARIANTS}
+    gaps = {
+        "image": loss["other_image"] - loss["true"],
+        "question": loss["other_question"] - loss["true"],
+        "both": loss["both_other"] - loss["true"],
+    }
+    return {
+        "n": n,
+        "answer_tokens": tokens,
+        "seed": seed,
+        "loss": loss,
+        "gap": gaps,
+        "verdict": verdict(gaps),
+    }
+
+
+def verdict(gaps: dict[str, float]) -> str:
+    unused = [name for name in ("image", "question") if gaps[name] < UNUSED_BELOW]
+    if len(unused) == 2:
+        return "ignores both image and question: it answers from the answer prior alone"
+    if unused:
+        return f"ignores the {unused[0]} (swapping it changes the loss by < {UNUSED_BELOW} nats per token)"
+    return "uses both image and question"
