@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 study=configs/sweeps/mile-small/study.yaml
 # 1. base: mile-small fully fine-tuned on VQA-RAD train+test (our stand-in for MISS pre-training)
 mile train configs/study/base-vqa-rad.yaml
+# a base that answers from the answer prior would make every run below measure nothing: stop there
+mile probe runs/study/base --limit 256 --check || { echo "the base ignores its inputs (see docs/results.md)"; exit 1; }
 [ -f runs/study/base-export/model.safetensors ] || mile export runs/study/base runs/study/base-export
 # 2. instruction workflows on SLAKE English, all F-T-T (frozen ViT, cached features) so only the data differs.
 #    The grid's F-T-T run is the plain baseline and the converged model of (b): it has exactly the config of

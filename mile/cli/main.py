@@ -70,11 +70,15 @@ def probe(
     ] = None,
     limit: Annotated[int, typer.Option(help="first N questions of the split (0: all)")] = 256,
     seed: Annotated[int, typer.Option(help="seed of the swaps")] = 0,
+    check: Annotated[
+        bool, typer.Option("--check", help="exit with code 1 when the model ignores its image or question")
+    ] = False,
 ) -> None:
     """Does the model use its inputs? Answer loss with the true image and question vs another question's."""
     from mile.cli.run import probe_command
 
-    probe_command(run_dir, split, limit, seed)
+    uses_both = probe_command(run_dir, split, limit, seed)
+    raise typer.Exit(1 if check and not uses_both else 0)
 
 
 @app.command()

@@ -67,7 +67,8 @@ def eval_command(run_dir: Path, splits: list[str] | None, data: list[str]) -> No
         typer.echo(format_metrics(metrics))
 
 
-def probe_command(run_dir: Path, split: str | None, limit: int, seed: int) -> None:
+def probe_command(run_dir: Path, split: str | None, limit: int, seed: int) -> bool:
+    """Print and store the probe; True when the model uses both its inputs."""
     from mile.atomic import atomic_write_json
     from mile.engine.datasets import load_split
     from mile.engine.inference import load_trained
@@ -89,6 +90,7 @@ def probe_command(run_dir: Path, split: str | None, limit: int, seed: int) -> No
         f"both {loss['both_other']:.4f} (+{gap['both']:.4f})\n"
         f"  the model {result['verdict']}  -> {out}"
     )
+    return result["uses_both"]
 
 
 def predict_command(run_dir: Path, image: Path, questions: list[str], beams: int | None) -> None:

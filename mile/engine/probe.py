@@ -107,6 +107,7 @@ def probe_inputs(session: Session, samples: list, batch_size: int = 64, seed: in
         "seed": seed,
         "loss": loss,
         "gap": gaps,
+        "uses_both": min(gaps["image"], gaps["question"]) >= UNUSED_BELOW,
         "verdict": verdict(gaps),
     }
 

@@ -45,6 +45,7 @@ def test_a_model_wired_to_both_inputs_uses_both(session_and_samples):
     result = probe_inputs(session, samples, batch_size=8)
     assert result["n"] == 20 and result["answer_tokens"] > 20
     assert abs(result["gap"]["image"]) > 1e-3 and abs(result["gap"]["question"]) > 1e-3
+    assert result["uses_both"] == (min(result["gap"]["image"], result["gap"]["question"]) >= 0.01)
     assert probe_inputs(session, samples, batch_size=8) == result  # deterministic for a seed
 
 
@@ -61,4 +62,4 @@ def test_cutting_the_decoder_off_shows_as_the_answer_prior(session_and_samples):
     silence(session.model, "text_decoder")  # the decoder no longer sees question or image
     result = probe_inputs(session, samples, batch_size=8)
     assert max(abs(g) for g in result["gap"].values()) < 1e-5
-    assert "answer prior" in result["verdict"]
+    assert "answer prior" in result["verdict"] and not result["uses_both"]
