@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mile.engine.batches import Collate, VQADataset
@@ -54,12 +53,9 @@ def answer_nll(model: MileModel, t: Tokens, question: Tensor, image: Tensor) -> 
     q_ids, q_mask = t.question_ids[question], t.question_mask[question]
     states = model.encode_question(q_ids, q_mask, t.image_states[image])
     hidden = model.text_decoder(t.answer_ids, t.answer_mask, context=states, context_mask=q_mask)
-    logits = model.text_decoder.logits(hidden)[:, :-1]
-    targets = t.answer_ids[:, 1:].masked_fill(t.answer_mask[:, 1:] == 0, -100)
-    total = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="sum"
-    )
-    return total.item(), int((targets != -100).sum())
+    logits = model.text_decoder.logits(hidden)
+    total = model.answer_loss(logits, t.answer_ids, t.answer_mask, label_smoothing=0.0, reduction="sum")
+    return total.item(), int(t.answer_mask[:, 1:].sum())
 
 
 @torch.no_grad()

@@ -75,14 +75,24 @@ class MileModel(nn.Module):
         loss = self.answer_loss(logits, answer_ids, answer_mask)
         return VQAOutput(loss=loss, logits=logits, n_tokens=answer_mask[:, 1:].sum())
 
-    def answer_loss(self, logits: Tensor, answer_ids: Tensor, answer_mask: Tensor) -> Tensor:
-        """Mean token cross-entropy (with label smoothing) of predicting each next answer token."""
+    def answer_loss(
+        self,
+        logits: Tensor,
+        answer_ids: Tensor,
+        answer_mask: Tensor,
+        label_smoothing: float | None = None,
+        reduction: str = "mean",
+    ) -> Tensor:
+        """Token cross-entropy of predicting each next answer token (mean, or `sum`), with the model's label
+        smoothing unless another is given (0.0: the plain likelihood)."""
         targets = answer_ids[:, 1:].masked_fill(answer_mask[:, 1:] == 0, -100)
+        smoothing = self.config.label_smoothing if label_smoothing is None else label_smoothing
         return F.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
             targets.reshape(-1),
             ignore_index=-100,
-            label_smoothing=self.config.label_smoothing,
+            label_smoothing=smoothing,
+            reduction=reduction,
         )
 
     def train(self, mode: bool = True) -> MileModel:

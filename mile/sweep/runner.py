@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mile.config import Config
 from mile.engine.rundir import RunDir
 
 from .lock import STALE_AFTER_S, RunLock, describe_holder
@@ -104,16 +103,11 @@ def select_only(runs: list[SweepRun], patterns: list[str] | None, all_runs: list
     return [r for r in runs if any(hits(r, p) for p in patterns)]
 
 
-def config_mismatch(run_dir: Path, cfg: Config) -> str | None:
-    """Why an existing run directory does not hold this config (None: it does, or holds none yet)."""
-    return RunDir(run_dir).config_mismatch(cfg)
-
-
 def check_existing(sweep: Sweep, runs: list[SweepRun]) -> None:
     """Refuse to start when any run directory holds another config than the sweep's."""
     problems = []
     for run in runs:
-        why = config_mismatch(sweep.run_dir(run), run.config)
+        why = RunDir(sweep.run_dir(run)).config_mismatch(run.config)
         if why:
             problems.append(f"  {run.name}: {why}")
     if problems:
@@ -195,7 +189,7 @@ def run_one(
         if not force:
             if rundir.is_done():  # another sweep finished it while we waited
                 return Outcome(run, "skipped")
-            why = config_mismatch(rundir.path, run.config)
+            why = rundir.config_mismatch(run.config)
             if why:
                 return Outcome(run, "failed", f"run directory {rundir.path}: {why}")
         elif rundir.path.exists():
