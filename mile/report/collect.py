@@ -32,6 +32,11 @@ class RunRecord:
         file = self.path / "eval" / split / "metrics.json"
         return _json(file) if file.is_file() else None
 
+    def probe(self, split: str) -> dict[str, Any] | None:
+        """`mile probe`'s eval/<split>/probe.json, if the run was probed."""
+        file = self.path / "eval" / split / "probe.json"
+        return _json(file) if file.is_file() else None
+
     @property
     def first_split(self) -> str | None:
         splits = self.config.data.eval_splits if self.config else []

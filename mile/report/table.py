@@ -23,6 +23,7 @@ RULES = {
     "answer_type": "closed = the dataset's CLOSED label (rule `answer_type`)",
 }
 GROUPS = ("open", "closed", "global")
+PROBED = ("image", "question")  # the inputs `mile probe` swaps
 CREDITS = {
     "slake": "SLAKE 1.0 (Liu et al., ISBI 2021; CC BY 4.0)",
     "vqa_rad": "VQA-RAD (Lau et al., Scientific Data 2018; CC0)",
@@ -51,6 +52,7 @@ class Row:
     samples_per_s: float | None
     open_recall: float | None
     open_f1: float | None
+    gaps: dict[str, tuple[float | None, float | None]]  # probe: input -> (mean, std) loss rise in nats/token
 
     @property
     def seeds(self) -> list[int]:
@@ -100,6 +102,10 @@ def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, va
         n[group] = cells[0][1]
     memory, kind = _memory(runs)
     soft = [m.get("open_soft") or {} for _, m in members]
+    probes = [r.probe(split or r.first_split or "") or {} for r in runs]
+    gaps = {
+        k: _mean_std([p["gap"][k] for p in probes if p.get("gap", {}).get(k) is not None]) for k in PROBED
+    }
     return Row(
         runs=runs,
         split=split or runs[0].first_split or "",
@@ -118,6 +124,7 @@ def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, va
         samples_per_s=_mean([r.stats.get("samples_per_s") for r in runs]),
         open_recall=_mean([s.get("recall") for s in soft]),
         open_f1=_mean([s.get("f1") for s in soft]),
+        gaps=gaps,
     )
 
 
@@ -165,21 +172,36 @@ def caption(rows: list[Row], rule: str) -> str:
         "seeds where a config ran with several (Seeds). #Params = trainable / all parameters, adapters "
         "included (%, 3 decimals), and the trainable count. Memory = peak GPU memory allocated in training "
         "(GPU alloc) or, on a CPU, the peak resident set of the training process (CPU RSS), MB. Time = "
-        "training wall time." + (f" Data: {'; '.join(credit)}." if credit else "")
+        "training wall time."
+        + (
+            " Image / Question gap = `mile probe`: how much the answer loss (nats per answer token, "
+            "teacher-forced) rises when another question's image / question replaces the true one; about 0 "
+            "means the model ignores that input."
+            if any(_probed(r) for r in rows)
+            else ""
+        )
+        + (f" Data: {'; '.join(credit)}." if credit else "")
     )
 
 
 HEADER = ["ViT", "JTM", "Dec", "Rank", "#Params", "Memory", "Open", "Closed", "Global"]
+PROBE_HEADER = ["Image gap", "Question gap"]
 EXTRA = ["Time (s)", "Samples/s", "Seeds", "n (O/C/G)"]
+
+
+def _probed(row: Row) -> bool:
+    return any(row.gaps[k][0] is not None for k in PROBED)
 
 
 def markdown_table(rows: list[Row]) -> str:
     setting = any(r.setting for r in rows)
-    header = (["Setting"] if setting else []) + HEADER + EXTRA
+    probed = any(_probed(r) for r in rows)
+    header = (["Setting"] if setting else []) + HEADER + (PROBE_HEADER if probed else []) + EXTRA
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [*r.towers, r.rank, _params(r), _memory_text(r)]
         cells += [_acc(*r.acc[g]) for g in GROUPS]
+        cells += [_gap(*r.gaps[k]) for k in PROBED] if probed else []
         cells += [_num(r.wall_s, 1), _num(r.samples_per_s, 2), str(len(r.runs))]
         cells.append("/".join("-" if r.n[g] is None else str(r.n[g]) for g in GROUPS))
         lines.append("| " + " | ".join(([r.setting or "-"] if setting else []) + cells) + " |")
@@ -204,6 +226,12 @@ def _acc(mean: float | None, std: float | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def _gap(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:+.3f}" if std is None else f"{mean:+.3f} ± {std:.3f}"
+
+
 def _num(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -211,7 +239,7 @@ def _num(value: float | None, digits: int) -> str:
 CSV_COLUMNS = [
     "setting", "vit", "jtm", "dec", "rank", "plan", "params_pct", "trainable", "total", "memory_mb",
     "memory_kind", "open_acc", "open_std", "closed_acc", "closed_std", "global_acc", "global_std", "open_n",
-    "closed_n", "global_n", "wall_s", "samples_per_s", "seeds", "n_seeds", "open_recall", "open_f1", "split",
+    "closed_n", "global_n", "image_gap", "question_gap", "wall_s", "samples_per_s", "seeds", "n_seeds", "open_recall", "open_f1", "split",
     "rule", "runs",
 ]  # fmt: skip
 
@@ -225,6 +253,8 @@ def write_csv(rows: list[Row], rule: str, file: Path, root: Path) -> Path:
             for g in GROUPS:
                 line[f"{g}_acc"], line[f"{g}_std"] = r.acc[g]
                 line[f"{g}_n"] = r.n[g]
+            for k in PROBED:
+                line[f"{k}_gap"] = r.gaps[k][0]
             line.update(
                 setting=r.setting, rank=r.rank, plan=r.plan, params_pct=r.params_pct, trainable=r.trainable,
                 total=r.total, memory_mb=r.memory_mb, memory_kind=r.memory_kind, wall_s=r.wall_s,

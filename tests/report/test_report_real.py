@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import statistics
 
 import pytest
@@ -56,3 +57,15 @@ def test_the_report_command(tiny_study, tmp_path):
     assert (tmp_path / "report.md").is_file() and (tmp_path / "loss_curves.png").is_file()
     with pytest.raises(FileNotFoundError, match="is not a directory"):  # a user error: one line, exit code 2
         write_report(tmp_path / "nope")
+
+
+def test_a_probed_run_reports_its_gaps(tiny_study, tmp_path):
+    runs, _ = tiny_study
+    source = next(p for p in runs.iterdir() if p.name.startswith("F-F-PTV2"))
+    shutil.copytree(source, tmp_path / "runs" / source.name)
+    result = CliRunner().invoke(app, ["probe", str(tmp_path / "runs" / source.name), "--limit", "8"])
+    assert result.exit_code == 0, result.output
+    probe = json.loads((tmp_path / "runs" / source.name / "eval" / "test" / "probe.json").read_text())
+    (row,) = write_report(tmp_path / "runs").rows
+    assert row.gaps["question"][0] == pytest.approx(probe["gap"]["question"])
+    assert row.gaps["image"][0] == pytest.approx(probe["gap"]["image"])

@@ -1,6 +1,7 @@
 """The report's table on hand-made run directories: seed aggregation, rules, memory, ranks, CSV, discovery."""
 
 import csv
+import json
 import statistics
 
 import pytest
@@ -119,3 +120,27 @@ def test_run_discovery(fake_run, runs_root):
         "{}"
     )  # inside a run: not searched
     assert find_run_dirs(runs_root) == [runs_root / "x" / "deep" / "run"]
+
+
+def test_probe_gaps_become_columns_when_runs_were_probed(fake_run, runs_root):
+    def probed(name, seed, image, question):
+        run = fake_run(name, seed=seed, acc=metrics(0.5, 0.5, 0.5))
+        (run / "eval" / "test" / "probe.json").write_text(
+            json.dumps({"gap": {"image": image, "question": question}})
+        )
+
+    plain = write_report(fake_run("unprobed", plan="F-T-T", acc=metrics(0.5, 0.5, 0.5)).parent).markdown
+    assert "Question gap" not in plain and "mile probe" not in plain  # nothing probed: no empty columns
+    probed("p-s1", 1, 0.10, 0.9)
+    probed("p-s2", 2, 0.20, 1.1)
+    report = write_report(runs_root, out=runs_root / "rep")
+    row = next(r for r in report.rows if r.plan == "T-T-T")
+    assert row.gaps["image"] == (pytest.approx(0.15), pytest.approx(statistics.stdev([0.1, 0.2])))
+    assert "| Image gap | Question gap |" in report.markdown and "mile probe" in report.markdown
+    assert "+0.150 ± 0.071 | +1.000 ± 0.141 |" in report.markdown
+    assert "| - | - |" in report.markdown  # the unprobed run
+    with open(runs_root / "rep" / "report.csv") as handle:
+        by_plan = {line["plan"]: line for line in csv.DictReader(handle)}
+    assert (
+        float(by_plan["T-T-T"]["question_gap"]) == pytest.approx(1.0) and by_plan["F-T-T"]["image_gap"] == ""
+    )
