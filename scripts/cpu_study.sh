@@ -24,4 +24,9 @@ mile sweep "$study" --only 'F-*' || true   # failed runs are recorded in their s
 mile train configs/instruct/c-mixed.yaml
 mile sweep "$study" --only T-T-T
 mile sweep "$study" || true
+# 4. what each run takes from its inputs (the report's Image gap / Question gap columns), then the report
+for run in runs/study/slake/*/ runs/instruct/*/; do
+  [ -f "$run/status.json" ] && grep -q '"done"' "$run/status.json" || continue
+  [ -f "$run/eval/validate/probe.json" ] || mile probe "$run" --limit 256 || true
+done
 mile report runs/study/slake --out docs/study

@@ -85,9 +85,9 @@ def probe_command(run_dir: Path, split: str | None, limit: int, seed: int) -> bo
     loss, gap = result["loss"], result["gap"]
     typer.echo(
         f"{split} (n={result['n']}, {result['answer_tokens']} answer tokens), answer loss in nats per token:\n"
-        f"  true {loss['true']:.4f}  other image {loss['other_image']:.4f} (+{gap['image']:.4f})  "
-        f"other question {loss['other_question']:.4f} (+{gap['question']:.4f})  "
-        f"both {loss['both_other']:.4f} (+{gap['both']:.4f})\n"
+        f"  true {loss['true']:.4f}  other image {loss['other_image']:.4f} ({gap['image']:+.4f})  "
+        f"other question {loss['other_question']:.4f} ({gap['question']:+.4f})  "
+        f"both {loss['both_other']:.4f} ({gap['both']:+.4f})\n"
         f"  the model {result['verdict']}  -> {out}"
     )
     return result["uses_both"]
