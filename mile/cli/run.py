@@ -82,15 +82,24 @@ def probe_command(run_dir: Path, split: str | None, limit: int, seed: int) -> bo
     samples = samples[:limit] if limit > 0 else samples
     result = {"split": split, **probe_inputs(session, samples, session.config.eval.batch_size, seed)}
     out = atomic_write_json(run.eval_dir(split) / "probe.json", result)
-    loss, gap = result["loss"], result["gap"]
-    typer.echo(
-        f"{split} (n={result['n']}, {result['answer_tokens']} answer tokens), answer loss in nats per token:\n"
-        f"  true {loss['true']:.4f}  other image {loss['other_image']:.4f} ({gap['image']:+.4f})  "
-        f"other question {loss['other_question']:.4f} ({gap['question']:+.4f})  "
-        f"both {loss['both_other']:.4f} ({gap['both']:+.4f})\n"
-        f"  the model {result['verdict']}  -> {out}"
-    )
+    lines = [
+        f"{split} (n={result['n']}, {result['answer_tokens']} answer tokens), answer loss in nats per token:",
+        f"  all{' ' * 4}{_probe_line(result)}",
+    ]
+    for kind, part in result["by_answer_type"].items():
+        lines.append(f"  {kind:<6} {_probe_line(part)}  (n={part['n']})")
+    lines.append(f"  the model {result['verdict']}  -> {out}")
+    typer.echo("\n".join(lines))
     return result["uses_both"]
+
+
+def _probe_line(part: dict) -> str:
+    loss, gap = part["loss"], part["gap"]
+    return (
+        f"true {loss['true']:.4f}  other image {loss['other_image']:.4f} ({gap['image']:+.4f})  "
+        f"other question {loss['other_question']:.4f} ({gap['question']:+.4f})  "
+        f"both {loss['both_other']:.4f} ({gap['both']:+.4f})"
+    )
 
 
 def predict_command(run_dir: Path, image: Path, questions: list[str], beams: int | None) -> None:

@@ -6,7 +6,8 @@ learnt the answer prior. Accuracy alone does not show that (the majority answer 
 about half the time); the loss under swapped inputs does. Each probe pairs every question with the image (or the
 question text) of another question of the split, through a random derangement, and keeps the answer; the gap
 to the true loss is what the model takes from that input, in nats per answer token. Plain cross-entropy (no
-label smoothing), teacher-forced, in eval mode.
+label smoothing), teacher-forced, in eval mode; overall and per answer type (a model can read the image for open
+questions and still answer every closed one from the prior).
 """
 
 from __future__ import annotations
@@ -48,14 +49,15 @@ def derangement(n: int, seed: int) -> Tensor:
 
 
 @torch.no_grad()
-def answer_nll(model: MileModel, t: Tokens, question: Tensor, image: Tensor) -> tuple[float, int]:
-    """Summed answer-token cross-entropy and token count, with questions / image states taken at the indices."""
+def answer_nll(model: MileModel, t: Tokens, question: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
+    """Per answer: summed answer-token cross-entropy and token count, with questions / image states taken at the
+    indices."""
     q_ids, q_mask = t.question_ids[question], t.question_mask[question]
     states = model.encode_question(q_ids, q_mask, t.image_states[image])
     hidden = model.text_decoder(t.answer_ids, t.answer_mask, context=states, context_mask=q_mask)
     logits = model.text_decoder.logits(hidden)
-    total = model.answer_loss(logits, t.answer_ids, t.answer_mask, label_smoothing=0.0, reduction="sum")
-    return total.item(), int(t.answer_mask[:, 1:].sum())
+    per_token = model.answer_loss(logits, t.answer_ids, t.answer_mask, label_smoothing=0.0, reduction="none")
+    return per_token.view(len(t.answer_ids), -1).sum(1), t.answer_mask[:, 1:].sum(1)
 
 
 @torch.no_grad()
@@ -66,8 +68,8 @@ def probe_inputs(session: Session, samples: list, batch_size: int = 64, seed: in
     other = derangement(n, seed)
     dataset = VQADataset(samples, session.transform(train=False))
     collate = Collate(session.tokenizer)
-    sums = dict.fromkeys(VARIANTS, 0.0)
-    tokens = 0
+    sums = {name: torch.zeros(n, dtype=torch.float64) for name in VARIANTS}  # per question
+    tokens = torch.zeros(n, dtype=torch.long)
     for start in range(0, n, batch_size):
         rows = list(range(start, min(start + batch_size, n)))
         partners = other[rows].tolist()
@@ -89,22 +91,35 @@ def probe_inputs(session: Session, samples: list, batch_size: int = 64, seed: in
             "both_other": (theirs, theirs),
         }.items():
             total, count = answer_nll(model, t, q, img)
-            sums[name] += total
-        tokens += count
-    loss = {name: sums[name] / tokens for name in VARIANTS}
-    gaps = {
-        "image": loss["other_image"] - loss["true"],
-        "question": loss["other_question"] - loss["true"],
-        "both": loss["both_other"] - loss["true"],
-    }
+            sums[name][start : start + k] = total.double()
+        tokens[start : start + k] = count
+    overall = _summary(sums, tokens, torch.ones(n, dtype=torch.bool))
+    by_type = {}
+    for kind in sorted({s.answer_type for s in samples}):
+        chosen = torch.tensor([s.answer_type == kind for s in samples])
+        by_type[kind.lower()] = {"n": int(chosen.sum()), **_summary(sums, tokens, chosen)}
     return {
         "n": n,
-        "answer_tokens": tokens,
         "seed": seed,
+        **overall,
+        "uses_both": min(overall["gap"]["image"], overall["gap"]["question"]) >= UNUSED_BELOW,
+        "verdict": verdict(overall["gap"]),
+        "by_answer_type": by_type,
+    }
+
+
+def _summary(sums: dict[str, Tensor], tokens: Tensor, chosen: Tensor) -> dict[str, Any]:
+    """Mean loss per answer token of each variant over the chosen questions, and the gaps to the true inputs."""
+    count = int(tokens[chosen].sum())
+    loss = {name: float(sums[name][chosen].sum()) / max(count, 1) for name in VARIANTS}
+    return {
+        "answer_tokens": count,
         "loss": loss,
-        "gap": gaps,
-        "uses_both": min(gaps["image"], gaps["question"]) >= UNUSED_BELOW,
-        "verdict": verdict(gaps),
+        "gap": {
+            "image": loss["other_image"] - loss["true"],
+            "question": loss["other_question"] - loss["true"],
+            "both": loss["both_other"] - loss["true"],
+        },
     }
 
 

@@ -83,8 +83,9 @@ class MileModel(nn.Module):
         label_smoothing: float | None = None,
         reduction: str = "mean",
     ) -> Tensor:
-        """Token cross-entropy of predicting each next answer token (mean, or `sum`), with the model's label
-        smoothing unless another is given (0.0: the plain likelihood)."""
+        """Token cross-entropy of predicting each next answer token (mean, `sum`, or `none`: per position,
+        flattened, 0 at padding), with the model's label smoothing unless another is given (0.0: the plain
+        likelihood)."""
         targets = answer_ids[:, 1:].masked_fill(answer_mask[:, 1:] == 0, -100)
         smoothing = self.config.label_smoothing if label_smoothing is None else label_smoothing
         return F.cross_entropy(

@@ -23,7 +23,13 @@ RULES = {
     "answer_type": "closed = the dataset's CLOSED label (rule `answer_type`)",
 }
 GROUPS = ("open", "closed", "global")
-PROBED = ("image", "question")  # the inputs `mile probe` swaps
+# `mile probe`'s gaps shown in the table: column key -> path in probe.json. The closed questions' image gap is
+# apart because a model can read the image for open questions and answer every closed one from the prior.
+PROBED = {
+    "image": ("gap", "image"),
+    "image_closed": ("by_answer_type", "closed", "gap", "image"),
+    "question": ("gap", "question"),
+}
 CREDITS = {
     "slake": "SLAKE 1.0 (Liu et al., ISBI 2021; CC BY 4.0)",
     "vqa_rad": "VQA-RAD (Lau et al., Scientific Data 2018; CC0)",
@@ -104,7 +110,8 @@ def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, va
     soft = [m.get("open_soft") or {} for _, m in members]
     probes = [r.probe(split or r.first_split or "") or {} for r in runs]
     gaps = {
-        k: _mean_std([p["gap"][k] for p in probes if p.get("gap", {}).get(k) is not None]) for k in PROBED
+        k: _mean_std([v for v in (_dig(p, path) for p in probes) if v is not None])
+        for k, path in PROBED.items()
     }
     return Row(
         runs=runs,
@@ -126,6 +133,12 @@ def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, va
         open_f1=_mean([s.get("f1") for s in soft]),
         gaps=gaps,
     )
+
+
+def _dig(node: Any, path: tuple[str, ...]) -> float | None:
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, (int, float)) else None
 
 
 def _lora_rank(treatment: Any) -> int | None:
@@ -176,7 +189,7 @@ def caption(rows: list[Row], rule: str) -> str:
         + (
             " Image / Question gap = `mile probe`: how much the answer loss (nats per answer token, "
             "teacher-forced) rises when another question's image / question replaces the true one; about 0 "
-            "means the model ignores that input."
+            "means the model ignores that input; (closed) = over the questions the dataset labels closed."
             if any(_probed(r) for r in rows)
             else ""
         )
@@ -185,7 +198,7 @@ def caption(rows: list[Row], rule: str) -> str:
 
 
 HEADER = ["ViT", "JTM", "Dec", "Rank", "#Params", "Memory", "Open", "Closed", "Global"]
-PROBE_HEADER = ["Image gap", "Question gap"]
+PROBE_HEADER = ["Image gap", "Image gap (closed)", "Question gap"]
 EXTRA = ["Time (s)", "Samples/s", "Seeds", "n (O/C/G)"]
 
 
@@ -239,8 +252,8 @@ def _num(value: float | None, digits: int) -> str:
 CSV_COLUMNS = [
     "setting", "vit", "jtm", "dec", "rank", "plan", "params_pct", "trainable", "total", "memory_mb",
     "memory_kind", "open_acc", "open_std", "closed_acc", "closed_std", "global_acc", "global_std", "open_n",
-    "closed_n", "global_n", "image_gap", "question_gap", "wall_s", "samples_per_s", "seeds", "n_seeds", "open_recall", "open_f1", "split",
-    "rule", "runs",
+    "closed_n", "global_n", "image_gap", "image_closed_gap", "question_gap", "wall_s", "samples_per_s", "seeds",
+    "n_seeds", "open_recall", "open_f1", "split", "rule", "runs",
 ]  # fmt: skip
 
 

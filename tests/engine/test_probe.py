@@ -63,3 +63,19 @@ def test_cutting_the_decoder_off_shows_as_the_answer_prior(session_and_samples):
     result = probe_inputs(session, samples, batch_size=8)
     assert max(abs(g) for g in result["gap"].values()) < 1e-5
     assert "answer prior" in result["verdict"] and not result["uses_both"]
+
+
+def test_the_answer_type_breakdown_adds_up_to_the_whole(session_and_samples, tiny_config):
+    session, _ = session_and_samples
+    split = load_split(tiny_config(), "test").samples
+    samples = [s for s in split if s.answer_type == "OPEN"][:8] + [
+        s for s in split if s.answer_type == "CLOSED"
+    ][:12]
+    result = probe_inputs(session, samples, batch_size=8)
+    parts = result["by_answer_type"]
+    assert set(parts) == {s.answer_type.lower() for s in samples} and len(parts) == 2  # the fixture has both
+    assert sum(p["n"] for p in parts.values()) == len(samples) == result["n"]
+    assert sum(p["answer_tokens"] for p in parts.values()) == result["answer_tokens"]
+    for variant, loss in result["loss"].items():  # the whole is the token-weighted mean of its parts
+        weighted = sum(p["loss"][variant] * p["answer_tokens"] for p in parts.values())
+        assert weighted / result["answer_tokens"] == pytest.approx(loss, rel=1e-9)

@@ -69,3 +69,5 @@ def test_a_probed_run_reports_its_gaps(tiny_study, tmp_path):
     (row,) = write_report(tmp_path / "runs").rows
     assert row.gaps["question"][0] == pytest.approx(probe["gap"]["question"])
     assert row.gaps["image"][0] == pytest.approx(probe["gap"]["image"])
+    closed = probe["by_answer_type"].get("closed")
+    assert row.gaps["image_closed"][0] == (pytest.approx(closed["gap"]["image"]) if closed else None)

@@ -125,9 +125,9 @@ def test_run_discovery(fake_run, runs_root):
 def test_probe_gaps_become_columns_when_runs_were_probed(fake_run, runs_root):
     def probed(name, seed, image, question):
         run = fake_run(name, seed=seed, acc=metrics(0.5, 0.5, 0.5))
-        (run / "eval" / "test" / "probe.json").write_text(
-            json.dumps({"gap": {"image": image, "question": question}})
-        )
+        closed = {"closed": {"gap": {"image": image / 10}}}
+        probe = {"gap": {"image": image, "question": question}, "by_answer_type": closed}
+        (run / "eval" / "test" / "probe.json").write_text(json.dumps(probe))
 
     plain = write_report(fake_run("unprobed", plan="F-T-T", acc=metrics(0.5, 0.5, 0.5)).parent).markdown
     assert "Question gap" not in plain and "mile probe" not in plain  # nothing probed: no empty columns
@@ -136,9 +136,12 @@ def test_probe_gaps_become_columns_when_runs_were_probed(fake_run, runs_root):
     report = write_report(runs_root, out=runs_root / "rep")
     row = next(r for r in report.rows if r.plan == "T-T-T")
     assert row.gaps["image"] == (pytest.approx(0.15), pytest.approx(statistics.stdev([0.1, 0.2])))
-    assert "| Image gap | Question gap |" in report.markdown and "mile probe" in report.markdown
-    assert "+0.150 ± 0.071 | +1.000 ± 0.141 |" in report.markdown
-    assert "| - | - |" in report.markdown  # the unprobed run
+    assert (
+        "| Image gap | Image gap (closed) | Question gap |" in report.markdown
+        and "mile probe" in report.markdown
+    )
+    assert "+0.150 ± 0.071 | +0.015 ± 0.007 | +1.000 ± 0.141 |" in report.markdown
+    assert "| - | - | - |" in report.markdown  # the unprobed run
     with open(runs_root / "rep" / "report.csv") as handle:
         by_plan = {line["plan"]: line for line in csv.DictReader(handle)}
     assert (
