@@ -19,10 +19,11 @@ plain=$(ls -d runs/study/slake/F-T-T-*/)
 [ -f runs/instruct/slake-train.json ] || mile instruct build --source slake:train=../shared/data/slake --out runs/instruct/slake-train.json
 mile train configs/instruct/b-further.yaml
 mile train configs/instruct/a-direct.yaml
-# 3. the grid on SLAKE English: the other frozen-ViT plans, then full fine-tuning, then the rest
-mile sweep "$study" --only 'F-*' || true   # failed runs are recorded in their status.json and in the report
+# 3. the grid on SLAKE English: full fine-tuning first (the paper's reference row and its frozen-ViT question),
+#    then the other frozen-ViT plans, then the rest
+mile sweep "$study" --only T-T-T || true   # failed runs are recorded in their status.json and in the report
+mile sweep "$study" --only 'F-*' || true
 mile train configs/instruct/c-mixed.yaml
-mile sweep "$study" --only T-T-T
 mile sweep "$study" || true
 # 4. what each run takes from its inputs (the report's Image gap / Question gap columns), then the report
 for run in runs/study/slake/*/ runs/instruct/*/; do
