@@ -1,33 +1,53 @@
 #!/usr/bin/env bash
-# The CPU-scale study of docs/results.md, start to finish (resumable: run it again after an interruption; done
-# runs are skipped, interrupted ones continue from their last checkpoint). Runs from the repository root with
-# ../shared beside it. Hours on a 2-core CPU; the cheapest informative runs come first.
+# The CPU-scale study of docs/results.md, start to finish. Runs from the repository root with ../shared beside it;
+# hours on a 2-core CPU, the cheapest informative runs first. Resumable twice over: an interrupted run continues
+# from its last checkpoint, and a finished run's record is kept in git under docs/study/runs/ (scripts/study_lib.sh)
+# so that a fresh machine skips it; only the base is trained again there.
+#   OMP_NUM_THREADS=1 lets two copies of a step list share a 2-core machine (see docs/results.md section 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-study=configs/sweeps/mile-small/study.yaml
+. scripts/study_lib.sh
+
 # 1. base: mile-small fully fine-tuned on VQA-RAD train+test (our stand-in for MISS pre-training)
 mile train configs/study/base-vqa-rad.yaml
 # a base that answers from the answer prior would make every run below measure nothing: stop there
 mile probe runs/study/base --limit 256 --check || { echo "the base ignores its inputs (see docs/results.md)"; exit 1; }
 [ -f runs/study/base-export/model.safetensors ] || mile export runs/study/base runs/study/base-export
-# 2. instruction workflows on SLAKE English, all F-T-T (frozen ViT, cached features) so only the data differs.
-#    The grid's F-T-T run is the plain baseline and the converged model of (b): it has exactly the config of
-#    configs/instruct/plain.yaml (a test checks this), so it is not trained twice.
-mile sweep "$study" --only F-T-T
-plain=$(ls -d runs/study/slake/F-T-T-*/)
-[ -f runs/instruct/plain-export/model.safetensors ] || mile export "$plain" runs/instruct/plain-export
+sha256sum runs/study/base-export/model.safetensors > runs/study/base/export.sha256
+if [ -f $records/study/base/export.sha256 ] && ! cmp -s runs/study/base/export.sha256 $records/study/base/export.sha256; then
+  echo "warning: this base differs from the one the kept records were trained from ($records/study/base)" >&2
+fi
+kept study/base || keep runs/study/base
+
+# 2. instruction workflows on SLAKE English, all F-T-T (frozen ViT, cached features) so only the data differs;
+#    seeds 1-3 of each. The grid's F-T-T run is the plain baseline of seed 1 (same config as
+#    configs/instruct/plain.yaml, a test checks it), so it is not trained twice.
+plan_kept F-T-T
+kept instruct/plain || keep "$(ls -d runs/study/slake/F-T-T-*/ | head -1)" instruct/plain
 [ -f runs/instruct/slake-train.json ] || mile instruct build --source slake:train=../shared/data/slake --out runs/instruct/slake-train.json
-mile train configs/instruct/b-further.yaml
-mile train configs/instruct/a-direct.yaml
-# 3. the grid on SLAKE English: full fine-tuning first (the paper's reference row and its frozen-ViT question),
-#    then the other frozen-ViT plans, then the rest
-mile sweep "$study" --only T-T-T || true   # failed runs are recorded in their status.json and in the report
-mile sweep "$study" --only 'F-*' || true
-mile train configs/instruct/c-mixed.yaml
-mile sweep "$study" || true
-# 4. what each run takes from its inputs (the report's Image gap / Question gap columns), then the report
-for run in runs/study/slake/*/ runs/instruct/*/; do
-  [ -f "$run/status.json" ] && grep -q '"done"' "$run/status.json" || continue
-  [ -f "$run/eval/validate/probe.json" ] || mile probe "$run" --limit 256 || true
+train_kept a-direct configs/instruct/a-direct.yaml
+for seed in 2 3; do
+  train_kept "plain-s$seed" configs/instruct/plain.yaml "train.seed=$seed"
+  train_kept "a-direct-s$seed" configs/instruct/a-direct.yaml "train.seed=$seed"
 done
-mile report runs/study/slake --out docs/study
+# (b) needs the plain run's weights: on a fresh machine a kept plain run is trained again for it (deterministic)
+if ! kept instruct/b-further; then
+  ls -d runs/study/slake/F-T-T-*/ > /dev/null 2>&1 || mile sweep "$study" --only F-T-T
+  further 1 "$(ls -d runs/study/slake/F-T-T-*/ | head -1)"
+fi
+for seed in 2 3; do
+  kept "instruct/b-further-s$seed" && continue
+  [ -f "runs/instruct/plain-s$seed/status.json" ] || mile train configs/instruct/plain.yaml "train.seed=$seed" "run.name=plain-s$seed"
+  further "$seed" "runs/instruct/plain-s$seed"
+done
+train_kept c-mixed configs/instruct/c-mixed.yaml
+
+# 3. the grid on SLAKE English: the frozen-ViT plans, full fine-tuning (the paper's reference row), the rest
+for plan in F-LoRA-LoRA F-IA3-IA3 F-PTV2-PTV2 F-Prefix-Prefix F-T-LoRA T-T-T T-T-LoRA T-T-Prefix \
+  LoRA-LoRA-LoRA T-LoRA-LoRA T-T-IA3 T-T-PTV2 T-T-LoRA_r4; do
+  plan_kept "$plan" || true
+done
+
+# 4. the reports, from the kept records
+mile report $records/study/slake --out docs/study
+mile report $records/instruct --out docs/study/instruct
