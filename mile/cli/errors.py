@@ -13,9 +13,18 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from mile.data.errors import DataError
     from mile.engine.train import NonFiniteLoss
     from mile.model.checkpoints import CheckpointError
+    from mile.report.compare import CompareError
     from mile.tuning.errors import PlanError
 
-    return (ConfigError, DataError, CheckpointError, PlanError, NonFiniteLoss, FileNotFoundError)
+    return (
+        ConfigError,
+        DataError,
+        CheckpointError,
+        CompareError,
+        PlanError,
+        NonFiniteLoss,
+        FileNotFoundError,
+    )
 
 
 def run_guarded(app: Callable[[], None]) -> None:

@@ -174,6 +174,24 @@ def report(
     report_command(directory, split, rule, out)
 
 
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="a run directory (or a kept run record) with predictions")],
+    run_b: Annotated[Path, typer.Argument(help="the run to compare it with, evaluated on the same split")],
+    split: Annotated[
+        str | None, typer.Option(help="evaluation split (default: the first run's first eval split)")
+    ] = None,
+    rule: Annotated[
+        str, typer.Option(help="closed-question rule: yesno (the paper's tables) or answer_type")
+    ] = "yesno",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Two runs question by question: accuracies, discordant questions and the exact McNemar test."""
+    from mile.report.command import compare_command
+
+    compare_command(run_a, run_b, split, rule, as_json)
+
+
 @instruct_app.command("build")
 def instruct_build(
     source: Annotated[

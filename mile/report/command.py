@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -14,3 +15,26 @@ def report_command(directory: Path, split: str | None, rule: str, out: Path | No
     typer.echo(report.markdown.split("## Plots")[0].rstrip())
     typer.echo("")
     typer.echo("wrote " + ", ".join(str(f) for f in report.files))
+
+
+def compare_command(run_a: Path, run_b: Path, split: str | None, rule: str, as_json: bool) -> None:
+    from mile.engine.rundir import RunDir
+
+    from .compare import compare_runs, comparison_json, format_comparison
+
+    if split is None:
+        splits = RunDir(run_a).config().data.eval_splits
+        if not splits:
+            raise typer.BadParameter(f"{run_a}: its config names no eval split; pass --split")
+        split = splits[0]
+    rows = compare_runs(run_a, run_b, split, rule)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"a": str(run_a), "b": str(run_b), "split": split, "rule": rule, **comparison_json(rows)},
+                indent=2,
+            )
+        )
+    else:
+        typer.echo(f"split: {split}")
+        typer.echo(format_comparison(rows, str(run_a), str(run_b), rule))

@@ -1,0 +1,98 @@
+"""`mile compare`: two runs question by question, with the exact McNemar test."""
+
+import json
+from math import comb
+
+import pytest
+from typer.testing import CliRunner
+
+from mile.cli.main import app
+from mile.report.compare import CompareError, compare_runs, mcnemar_exact
+
+
+def write_predictions(run, rows, split="test"):
+    folder = run / "eval" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for qid, answer, prediction, answer_type in rows:
+        lines.append(
+            json.dumps(
+                {
+                    "id": qid,
+                    "question": "q",
+                    "answer": answer,
+                    "prediction": prediction,
+                    "answer_type": answer_type,
+                    "correct": prediction.lower() == answer.lower(),
+                }
+            )
+        )
+    (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    return run
+
+
+QUESTIONS = [  # id, truth, answer type
+    (1, "yes", "CLOSED"),
+    (2, "no", "CLOSED"),
+    (3, "lung", "OPEN"),
+    (4, "liver", "OPEN"),
+    (5, "left", "CLOSED"),  # closed by answer_type, open by the yes/no rule
+]
+
+
+def run_with(tmp_path, name, predictions):
+    rows = [(q, truth, pred, kind) for (q, truth, kind), pred in zip(QUESTIONS, predictions, strict=True)]
+    return write_predictions(tmp_path / name, rows)
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (comb(10, 0) + comb(10, 1)) / 2**10)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(5, 5) == 1.0  # capped: the two tails overlap in the middle
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+
+
+def test_groups_count_discordant_questions_under_each_rule(tmp_path):
+    a = run_with(tmp_path, "a", ["yes", "yes", "lung", "kidney", "left"])  # right: 1, 3, 5
+    b = run_with(tmp_path, "b", ["yes", "no", "heart", "liver", "right"])  # right: 1, 2, 4
+    by_group = {r.group: r for r in compare_runs(a, b, "test", "yesno")}
+    g = by_group["global"]
+    assert (g.n, g.right_a, g.right_b, g.only_a, g.only_b, g.answers_differ) == (5, 3, 3, 2, 2, 4)
+    closed, open_ = by_group["closed"], by_group["open"]
+    assert (closed.n, closed.only_a, closed.only_b) == (2, 0, 1)  # questions 1 and 2
+    assert (open_.n, open_.only_a, open_.only_b) == (3, 2, 1)  # 3, 4 and "left"
+    typed = {r.group: r for r in compare_runs(a, b, "test", "answer_type")}
+    assert (typed["closed"].n, typed["closed"].only_a) == (3, 1)  # "left" is CLOSED by its label
+
+
+def test_runs_on_different_questions_are_refused(tmp_path):
+    a = run_with(tmp_path, "a", ["yes"] * 5)
+    b = write_predictions(tmp_path / "b", [(1, "yes", "yes", "CLOSED"), (9, "no", "no", "CLOSED")])
+    with pytest.raises(CompareError, match=r"different questions.*4 only in the first.*1 only in the second"):
+        compare_runs(a, b, "test")
+
+
+def test_bad_prediction_files_name_the_file_and_line(tmp_path):
+    a = run_with(tmp_path, "a", ["yes"] * 5)
+    with pytest.raises(CompareError, match=r"b/eval/test/predictions.jsonl: not found"):
+        compare_runs(a, tmp_path / "b", "test")
+    bad = tmp_path / "c" / "eval" / "test"
+    bad.mkdir(parents=True)
+    (bad / "predictions.jsonl").write_text('{"id": 1, "answer": "yes"}\n')
+    with pytest.raises(CompareError, match=r"line 1: a prediction record lacks \['prediction'"):
+        compare_runs(a, tmp_path / "c", "test")
+
+
+def test_cli_compares_two_seeds_of_a_real_tiny_study(tiny_study):
+    runs, _ = tiny_study
+    seeds = sorted(runs.glob("F-LoRA*"))
+    assert len(seeds) == 2, seeds
+    result = CliRunner().invoke(app, ["compare", str(seeds[0]), str(seeds[1]), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    g = out["global"]
+    assert out["split"] == "test" and g["n"] == out["closed"]["n"] + out["open"]["n"] > 0
+    assert 0 <= g["p_mcnemar"] <= 1 and g["only_a"] + g["only_b"] <= g["n"]
+    table = CliRunner().invoke(app, ["compare", str(seeds[0]), str(seeds[1])])
+    assert table.exit_code == 0 and "exact McNemar" in table.output and "global" in table.output
