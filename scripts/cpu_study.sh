@@ -4,6 +4,7 @@
 # from its last checkpoint, and a finished run's record is kept in git under docs/study/runs/ (scripts/study_lib.sh)
 # so that a fresh machine skips it; only the base is trained again there.
 #   OMP_NUM_THREADS=1 lets two copies of a step list share a 2-core machine (see docs/results.md section 4).
+#   STUDY_COMMIT=1 commits each record as it is kept, for a machine that may go away before anyone commits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/study_lib.sh

@@ -15,6 +15,21 @@ keep() {
   local dest=$records/${2:-${run#runs/}}
   rm -rf "$dest" && mkdir -p "$dest"
   tar -C "$run" -cf - --exclude=./checkpoints --exclude=./weights --exclude=./tb . | tar -C "$dest" -xf -
+  [ -z "${STUDY_COMMIT:-}" ] || commit_record "$dest"
+}
+
+# commit_record DIR: commit that record alone (other staged changes stay staged), for lanes that may be cut off
+# before anyone commits by hand. Lanes take turns through a lock; a busy index is retried.
+commit_record() {
+  local try
+  for try in 1 2 3 4 5; do
+    (
+      flock 8
+      git add -- "$1" && git commit -q -m "study record: ${1#$records/}" --only -- "$1"
+    ) 8> "$(git rev-parse --git-dir)/study-commit.lock" && return 0
+    sleep 5
+  done
+  echo "warning: could not commit $1" >&2
 }
 
 # kept GLOB: is a finished run's record kept? (GLOB relative to $records, e.g. 'study/slake/F-T-T-*')

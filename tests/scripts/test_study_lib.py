@@ -61,3 +61,24 @@ def test_an_unfinished_run_is_not_kept(tmp_path):
     result = bash(tmp_path, "probe_and_keep runs/instruct/a-direct-s3")
     assert result.returncode == 1 and "did not finish" in result.stdout
     assert not (tmp_path / "docs/study/runs/instruct/a-direct-s3").exists()
+
+
+def test_with_study_commit_a_kept_record_is_committed_alone(tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "README.md").write_text("x\n")
+    git("add", "README.md")
+    git("commit", "-q", "-m", "start")
+    (tmp_path / "notes.md").write_text("work in progress\n")
+    git("add", "notes.md")  # staged by someone else: must stay out of the record's commit
+    fake_run(tmp_path, "instruct/plain-s2")
+    result = bash(tmp_path, "STUDY_COMMIT=1 keep runs/instruct/plain-s2")
+    assert result.returncode == 0, result.stderr
+    assert git("log", "-1", "--format=%s").strip() == "study record: instruct/plain-s2"
+    committed = git("show", "--name-only", "--format=", "HEAD").split()
+    assert "docs/study/runs/instruct/plain-s2/status.json" in committed and "notes.md" not in committed
+    assert git("diff", "--cached", "--name-only").split() == ["notes.md"]
