@@ -82,3 +82,16 @@ def test_with_study_commit_a_kept_record_is_committed_alone(tmp_path):
     committed = git("show", "--name-only", "--format=", "HEAD").split()
     assert "docs/study/runs/instruct/plain-s2/status.json" in committed and "notes.md" not in committed
     assert git("diff", "--cached", "--name-only").split() == ["notes.md"]
+
+
+def test_the_repository_does_not_ignore_kept_records():
+    # `runs/` in .gitignore once matched docs/study/runs too, and a whole session's records were lost with the machine
+    repo = LIB.parents[1]
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", "docs/study/runs/instruct/plain/status.json"], cwd=repo, check=False
+    )
+    assert result.returncode == 1, "docs/study/runs is git-ignored: kept records would never be committed"
+    assert (
+        subprocess.run(["git", "check-ignore", "-q", "runs/x/status.json"], cwd=repo, check=False).returncode
+        == 0
+    )
