@@ -51,4 +51,4 @@ done
 
 # 4. the reports, from the kept records
 mile report $records/study/slake --out docs/study
-mile report $records/instruct --out docs/study/instruct
+mile report $records/instruct --out docs/study/instruct --label dir   # rows named plain, a-direct, ...

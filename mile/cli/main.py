@@ -167,11 +167,18 @@ def report(
     out: Annotated[
         Path | None, typer.Option(help="where report.md/.csv and plots go (default: DIRECTORY)")
     ] = None,
+    label: Annotated[
+        str,
+        typer.Option(
+            help="Setting column: config (the config keys that differ between rows) or dir (the run directories' "
+            "names without a trailing -s<seed>)"
+        ),
+    ] = "config",
 ) -> None:
     """Table (Markdown + CSV, the paper's layout, seeds aggregated) and plots over finished runs."""
     from mile.report.command import report_command
 
-    report_command(directory, split, rule, out)
+    report_command(directory, split, rule, out, label)
 
 
 @app.command()

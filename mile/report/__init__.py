@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mile.report.collect import RunRecord, collect, find_run_dirs, load_run
-from mile.report.table import RULES, Row, build_rows, caption, markdown_table, write_csv
+from mile.report.table import LABELS, RULES, Row, build_rows, caption, markdown_table, write_csv
 
 PLOTS = {
     "acc_vs_params.png": "params",
@@ -32,20 +32,26 @@ class Report:
 
 
 def write_report(
-    root: str | Path, out: str | Path | None = None, split: str | None = None, rule: str = "yesno"
+    root: str | Path,
+    out: str | Path | None = None,
+    split: str | None = None,
+    rule: str = "yesno",
+    label: str = "config",
 ) -> Report:
     """Collect the runs under `root` and write report.md, report.csv and the plots to `out` (default: root)."""
     from mile.report.plots import accuracy_plot, loss_plot
 
     if rule not in RULES:
         raise ValueError(f"--rule {rule!r}: valid rules are {list(RULES)}")
+    if label not in LABELS:
+        raise ValueError(f"--label {label!r}: valid labels are {list(LABELS)}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"report: {root} is not a directory")
     out = Path(out) if out is not None else root
     out.mkdir(parents=True, exist_ok=True)
     done, others = collect(root)
-    rows, missing = build_rows(done, split, rule)
+    rows, missing = build_rows(done, split, rule, label)
     left_out = missing + [(r, r.state + (f": {r.error}" if r.error else "")) for r in others]
     files = [write_csv(rows, rule, out / "report.csv", root)]
     files += [accuracy_plot(rows, axis, rule, out / name) for name, axis in PLOTS.items()]

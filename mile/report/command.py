@@ -10,8 +10,10 @@ import typer
 from . import write_report
 
 
-def report_command(directory: Path, split: str | None, rule: str, out: Path | None) -> None:
-    report = write_report(directory, out, split, rule)
+def report_command(
+    directory: Path, split: str | None, rule: str, out: Path | None, label: str = "config"
+) -> None:
+    report = write_report(directory, out, split, rule, label)
     typer.echo(report.markdown.split("## Plots")[0].rstrip())
     typer.echo("")
     typer.echo("wrote " + ", ".join(str(f) for f in report.files))

@@ -35,6 +35,11 @@ CREDITS = {
     "vqa_rad": "VQA-RAD (Lau et al., Scientific Data 2018; CC0)",
 }
 _RANK = re.compile(r"_r(\d+)(?=_|\+|$)")
+_SEED_SUFFIX = re.compile(r"-s\d+$")
+# How a row's Setting is written: `config`, the config keys that differ between rows (e.g. lr=1e-4); `dir`, the
+# run directories' names without a trailing -s<seed> (plain, plain-s2 -> plain), for hand-named runs whose
+# configs differ in many keys at once (the instruction workflows).
+LABELS = ("config", "dir")
 
 
 @dataclass
@@ -70,11 +75,13 @@ class Row:
 
 
 def build_rows(
-    records: list[RunRecord], split: str | None, rule: str
+    records: list[RunRecord], split: str | None, rule: str, label: str = "config"
 ) -> tuple[list[Row], list[tuple[RunRecord, str]]]:
     """Rows (sorted by setting, then trainable %) and the done runs left out, with the reason."""
     if rule not in RULES:
         raise ValueError(f"unknown closed rule {rule!r}; valid: {list(RULES)}")
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r}; valid: {list(LABELS)}")
     groups: dict[str, list[tuple[RunRecord, dict]]] = {}
     left_out = []
     for record in records:
@@ -90,6 +97,9 @@ def build_rows(
     firsts = [config_leaves(members[0][0].config) for members in groups.values()]
     varying = [k for k in varying_keys(firsts) if not k.startswith("plan.") and k != "train.seed"]
     rows = [_row(members, split, rule, varying) for members in groups.values()]
+    if label == "dir":
+        for row in rows:
+            row.setting = " / ".join(dict.fromkeys(_SEED_SUFFIX.sub("", r.path.name) for r in row.runs))
     rows.sort(key=lambda r: (r.setting, r.params_pct if r.params_pct is not None else 1e9, r.plan))
     return rows, left_out
 

@@ -147,3 +147,16 @@ def test_probe_gaps_become_columns_when_runs_were_probed(fake_run, runs_root):
     assert (
         float(by_plan["T-T-T"]["question_gap"]) == pytest.approx(1.0) and by_plan["F-T-T"]["image_gap"] == ""
     )
+
+
+def test_label_dir_names_rows_by_their_run_directories_without_the_seed(fake_run, runs_root):
+    fake_run("plain", seed=1, lr=1e-4, acc=metrics(0.5, 0.5, 0.5))
+    fake_run("plain-s2", seed=2, lr=1e-4, acc=metrics(0.7, 0.7, 0.7))
+    fake_run("a-direct-s3", seed=3, lr=5e-5, acc=metrics(0.6, 0.6, 0.6))
+    done, _ = collect(runs_root)
+    rows, _ = build_rows(done, None, "yesno", label="dir")
+    assert sorted((r.setting, r.seeds) for r in rows) == [("a-direct", [3]), ("plain", [1, 2])]
+    assert sorted(r.setting for r in build_rows(done, None, "yesno")[0]) == ["lr=1e-4", "lr=5e-5"]
+    assert "| a-direct |" in write_report(runs_root, label="dir").markdown
+    with pytest.raises(ValueError, match="--label 'name'"):
+        write_report(runs_root, label="name")
