@@ -3,7 +3,7 @@
 # hours on a 2-core CPU, the cheapest informative runs first. Resumable twice over: an interrupted run continues
 # from its last checkpoint, and a finished run's record is kept in git under docs/study/runs/ (scripts/study_lib.sh)
 # so that a fresh machine skips it; only the base is trained again there.
-#   OMP_NUM_THREADS=1 lets two copies of a step list share a 2-core machine (see docs/results.md section 4).
+#   OMP_NUM_THREADS=1 lets two copies of a step list share a 2-core machine (docs/results.md section 4).
 #   STUDY_COMMIT=1 commits each record as it is kept, for a machine that may go away before anyone commits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
