@@ -19,8 +19,8 @@ def sweeps(scale: str) -> list[Path]:
 
 
 def table_sweeps(scale: str) -> list[Path]:
-    """The per-table grids; study.yaml is a cross-section of them plus the fully trained baselines."""
-    return [p for p in sweeps(scale) if p.name != "study.yaml"]
+    """The per-table grids; study*.yaml are the CPU study: a cross-section of them plus the trained baselines."""
+    return [p for p in sweeps(scale) if not p.name.startswith("study")]
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -83,3 +83,15 @@ def test_the_study_f_t_t_run_is_the_plain_model_of_instruction_workflow_b():
     grid = config_leaves(run.config)
     differing = {k for k in plain.keys() | grid.keys() if plain.get(k) != grid.get(k)}
     assert differing == set(), differing
+
+
+def test_the_study_seed_runs_differ_from_the_study_runs_only_in_the_seed():
+    # so that `mile report` pools them with the study's seed-1 runs of the same plan
+    from mile.config import config_leaves
+
+    study = {r.plan: r for r in load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs}
+    extra = load_sweep(CONFIGS / "sweeps" / "mile-small" / "study-seeds.yaml").runs
+    assert extra and {r.name for r in extra}.isdisjoint(r.name for r in study.values())
+    for run in extra:
+        a, b = config_leaves(study[run.plan].config), config_leaves(run.config)
+        assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"train.seed"}, run.plan
