@@ -24,7 +24,8 @@ kept study/base || keep runs/study/base
 #    seeds 1-3 of each. The grid's F-T-T run is the plain baseline of seed 1 (same config as
 #    configs/instruct/plain.yaml, a test checks it), so it is not trained twice.
 plan_kept F-T-T
-kept instruct/plain || keep "$(ls -d runs/study/slake/F-T-T-*/ | head -1)" instruct/plain
+f_t_t=runs/study/slake/$(run_name F-T-T)
+kept instruct/plain || keep "$f_t_t" instruct/plain
 [ -f runs/instruct/slake-train.json ] || mile instruct build --source slake:train=../shared/data/slake --out runs/instruct/slake-train.json
 train_kept a-direct configs/instruct/a-direct.yaml
 for seed in 2 3; do
@@ -33,8 +34,8 @@ for seed in 2 3; do
 done
 # (b) needs the plain run's weights: on a fresh machine a kept plain run is trained again for it (deterministic)
 if ! kept instruct/b-further; then
-  ls -d runs/study/slake/F-T-T-*/ > /dev/null 2>&1 || mile sweep "$study" --only F-T-T
-  further 1 "$(ls -d runs/study/slake/F-T-T-*/ | head -1)"
+  [ -d "$f_t_t" ] || mile sweep "$study" --only F-T-T
+  further 1 "$f_t_t"
 fi
 for seed in 2 3; do
   kept "instruct/b-further-s$seed" && continue
@@ -47,6 +48,11 @@ train_kept c-mixed configs/instruct/c-mixed.yaml
 for plan in F-LoRA-LoRA F-IA3-IA3 F-PTV2-PTV2 F-Prefix-Prefix F-T-LoRA T-T-T T-T-LoRA T-T-Prefix \
   LoRA-LoRA-LoRA T-LoRA-LoRA T-T-IA3 T-T-PTV2 T-T-LoRA_r4; do
   plan_kept "$plan" || true
+done
+
+# 3b. seed 2 of the two baselines behind the frozen-ViT comparison (T-T-T against F-T-T); the report pools seeds
+for plan in T-T-T F-T-T; do
+  plan_kept "$plan" configs/sweeps/mile-small/study-seeds.yaml || true
 done
 
 # 4. the reports, from the kept records

@@ -49,12 +49,20 @@ probe_and_keep() {
   keep "$run"
 }
 
-# plan_kept PLAN: the study sweep's run of PLAN (e.g. F-IA3-IA3), unless its record is kept
+# run_name PLAN [SWEEP]: the name of PLAN's run in SWEEP (default: the study sweep), as `mile sweep --dry-run` lists it
+run_name() {
+  mile sweep "${2:-$study}" --only "$1" --dry-run | awk -v plan="$1" '$3 == plan { print $2; exit }'
+}
+
+# plan_kept PLAN [SWEEP]: SWEEP's run of PLAN (e.g. F-IA3-IA3; default sweep: the study's), unless its record is kept
 plan_kept() {
-  kept "study/slake/$1-*" && { echo "kept: $1"; return 0; }
-  echo "=== $(date +%T) sweep $1"
-  mile sweep "$study" --only "$1"   # a failure is recorded in the run's status.json and in the report
-  probe_and_keep "$(ls -d runs/study/slake/"$1"-*/ | head -1)"
+  local sweep=${2:-$study} name
+  name=$(run_name "$1" "$sweep")
+  [ -n "$name" ] || { echo "no run of plan $1 in $sweep" >&2; return 1; }
+  kept "study/slake/$name" && { echo "kept: $name"; return 0; }
+  echo "=== $(date +%T) sweep $name"
+  mile sweep "$sweep" --only "$name"   # a failure is recorded in the run's status.json and in the report
+  probe_and_keep "runs/study/slake/$name"
 }
 
 # train_kept NAME CONFIG [OVERRIDES...]: train runs/instruct/NAME unless its record is kept

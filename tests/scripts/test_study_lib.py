@@ -95,3 +95,29 @@ def test_the_repository_does_not_ignore_kept_records():
         subprocess.run(["git", "check-ignore", "-q", "runs/x/status.json"], cwd=repo, check=False).returncode
         == 0
     )
+
+
+DRY_RUN = """sweep study.yaml: 2 run(s) in runs/study/slake
+ #  name                 plan         varying  status  trainable  total  %
+ 1  T-T-LoRA-32027b63    T-T-LoRA     -        new     1          2      50.0
+ 2  T-T-LoRA_r4-e5f56f62 T-T-LoRA_r4  -        new     1          2      50.0
+"""
+
+
+def test_plan_kept_runs_exactly_that_plans_run_and_keeps_it(tmp_path):
+    # a stub `mile`: lists the dry run, "trains" by writing the run a sweep would, and logs its calls
+    (tmp_path / "dry.txt").write_text(DRY_RUN)
+    script = (
+        'mile() { echo "$*" >> calls.txt; case "$*" in *--dry-run*) cat dry.txt;; '
+        'sweep*) mkdir -p runs/study/slake/$4/eval/v && echo \'{"state": "done"}\' > runs/study/slake/$4/status.json '
+        "&& touch runs/study/slake/$4/eval/v/probe.json;; esac; }; "
+        "plan_kept T-T-LoRA_r4 s.yaml && plan_kept T-T-LoRA_r4 s.yaml; plan_kept F-X-X s.yaml || echo MISSING"
+    )
+    result = bash(tmp_path, script)
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    trained = [c for c in calls if "--dry-run" not in c]
+    # r4 only (not the r8 run whose name shares its prefix), trained once, then skipped as kept
+    assert trained == ["sweep s.yaml --only T-T-LoRA_r4-e5f56f62"], calls
+    assert "kept: T-T-LoRA_r4-e5f56f62" in result.stdout and "MISSING" in result.stdout
+    assert (tmp_path / "docs/study/runs/study/slake/T-T-LoRA_r4-e5f56f62/status.json").exists()
+    assert "no run of plan F-X-X" in result.stderr
