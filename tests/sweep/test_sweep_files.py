@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mile.config import load_config
+from mile.config import config_leaves, load_config
 from mile.sweep import load_sweep
 from mile.tuning import PlanConfig
 
@@ -21,6 +21,12 @@ def sweeps(scale: str) -> list[Path]:
 def table_sweeps(scale: str) -> list[Path]:
     """The per-table grids; study*.yaml are the CPU study: a cross-section of them plus the trained baselines."""
     return [p for p in sweeps(scale) if not p.name.startswith("study")]
+
+
+def differing_leaves(a, b) -> set[str]:
+    """The dotted config keys whose values differ between two configs."""
+    a, b = config_leaves(a), config_leaves(b)
+    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -74,24 +80,17 @@ def test_the_cpu_study_is_a_cross_section_of_the_presets_plus_the_trained_baseli
 
 def test_the_study_f_t_t_run_is_the_plain_model_of_instruction_workflow_b():
     # scripts/cpu_study.sh exports that run as runs/instruct/plain-export instead of training plain.yaml again
-    from mile.config import config_leaves
-
     (run,) = [
         r for r in load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs if r.plan == "F-T-T"
     ]
-    plain = config_leaves(load_config(CONFIGS / "instruct" / "plain.yaml"))
-    grid = config_leaves(run.config)
-    differing = {k for k in plain.keys() | grid.keys() if plain.get(k) != grid.get(k)}
+    differing = differing_leaves(load_config(CONFIGS / "instruct" / "plain.yaml"), run.config)
     assert differing == set(), differing
 
 
 def test_the_study_seed_runs_differ_from_the_study_runs_only_in_the_seed():
     # so that `mile report` pools them with the study's seed-1 runs of the same plan
-    from mile.config import config_leaves
-
     study = {r.plan: r for r in load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs}
     extra = load_sweep(CONFIGS / "sweeps" / "mile-small" / "study-seeds.yaml").runs
     assert extra and {r.name for r in extra}.isdisjoint(r.name for r in study.values())
     for run in extra:
-        a, b = config_leaves(study[run.plan].config), config_leaves(run.config)
-        assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"train.seed"}, run.plan
+        assert differing_leaves(study[run.plan].config, run.config) == {"train.seed"}, run.plan
