@@ -108,7 +108,9 @@ class TrainSection(Section):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int = 42
     eval_every: int = Field(default=0, ge=0)  # epochs between evaluations; 0: only after training
-    mixed_precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast on GPU; CPU always runs fp32
+    # auto: bf16 autocast where the hardware multiplies bf16 natively (CUDA with bf16, CPUs with AVX512_BF16 or
+    # AMX), else fp32; fp16 needs a CUDA GPU. The choice and its reason go to env.json (engine/precision.py).
+    mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     log_every: int = Field(default=10, ge=1)
     checkpoint_every: int = Field(default=0, ge=0)  # optimizer steps between checkpoints; 0: each epoch
     gradient_checkpointing: list[Literal["vision", "text_encoder", "text_decoder"]] = Field(

@@ -69,26 +69,20 @@ def eval_command(run_dir: Path, splits: list[str] | None, data: list[str]) -> No
 
 def probe_command(run_dir: Path, split: str | None, limit: int, seed: int) -> bool:
     """Print and store the probe; True when the model uses both its inputs."""
-    from mile.atomic import atomic_write_json
-    from mile.engine.datasets import load_split
-    from mile.engine.inference import load_trained
-    from mile.engine.probe import probe_inputs
+    from mile.engine.inference import probe_run
     from mile.engine.rundir import RunDir
 
     run = RunDir(run_dir)
-    session = load_trained(run)
-    split = split or session.config.data.eval_splits[0]
-    samples = load_split(session.config, split).samples
-    samples = samples[:limit] if limit > 0 else samples
-    result = {"split": split, **probe_inputs(session, samples, session.config.eval.batch_size, seed)}
-    out = atomic_write_json(run.eval_dir(split) / "probe.json", result)
+    result = probe_run(run, split, limit, seed)
+    split = result["split"]
     lines = [
-        f"{split} (n={result['n']}, {result['answer_tokens']} answer tokens), answer loss in nats per token:",
+        f"{split} (n={result['n']}, {result['answer_tokens']} answer tokens, {result['precision']}), "
+        "answer loss in nats per token:",
         f"  all{' ' * 4}{_probe_line(result)}",
     ]
     for kind, part in result["by_answer_type"].items():
         lines.append(f"  {kind:<6} {_probe_line(part)}  (n={part['n']})")
-    lines.append(f"  the model {result['verdict']}  -> {out}")
+    lines.append(f"  the model {result['verdict']}  -> {run.eval_dir(split) / 'probe.json'}")
     typer.echo("\n".join(lines))
     return result["uses_both"]
 

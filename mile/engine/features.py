@@ -3,9 +3,14 @@
 Images repeat across questions (VQA-RAD: 315 images for 3,515 questions), so with a frozen ViT most of an
 epoch's vision work is redundant. The cache is exact: it is used only when the vision tower has nothing to
 train and preprocessing is deterministic (no augmentation), and features are computed by the same tower in eval
-mode, under the same autocast, as the uncached forward would. Memory is bounded (LRU over `max_items`); an
-optional on-disk layer keys each entry by image content and by a fingerprint of the vision weights and the
-preprocessing, so changing any of them misses instead of returning stale features.
+mode, under the same autocast, as the uncached forward would. Under bf16 the states are stored in bf16, half
+the memory of fp32 (mile-small at 224 px: 257 x 384 values, 197 KB per image instead of 395 KB): the tower
+ends in a LayerNorm, whose output autocast leaves in fp32, but the only readers of the states are the JTM's
+cross-attention key / value projections, which autocast casts to bf16 anyway, so they compute with the same
+values either way (a LoRA-family adapter with dropout on those projections rescales its input before that cast,
+so there cached and uncached inputs can differ by one bf16 rounding). Memory is bounded (LRU over `max_items`); an optional on-disk layer keys each entry by image
+content and by a fingerprint of the vision weights, the preprocessing and the stored dtype, so changing any of
+them misses instead of returning stale features.
 """
 
 from __future__ import annotations
@@ -13,8 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -23,6 +27,7 @@ from torch import Tensor
 
 from mile.atomic import atomic_write
 from mile.data.images import ImageTransform
+from mile.engine.precision import Precision
 from mile.model.mile import MileModel, is_trainable
 
 
@@ -34,9 +39,10 @@ def cache_applies(model: MileModel, augment: bool) -> bool:
     return not is_trainable(model.vision) and not augment
 
 
-def fingerprint(model: MileModel, transform: ImageTransform) -> str:
-    """Digest of the vision weights and the preprocessing: what the features depend on besides the image."""
-    digest = hashlib.sha256(f"{transform.size}|{transform.normalize}".encode())
+def fingerprint(model: MileModel, transform: ImageTransform, dtype: torch.dtype = torch.float32) -> str:
+    """Digest of the vision weights, the preprocessing and the stored dtype: what the features depend on
+    besides the image."""
+    digest = hashlib.sha256(f"{transform.size}|{transform.normalize}|{dtype}".encode())
     for name, tensor in sorted(model.vision.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
@@ -50,13 +56,16 @@ class FeatureCache:
         transform: ImageTransform,
         max_items: int = 4096,
         directory: str | Path | None = None,
-        autocast: Callable[[], AbstractContextManager] | None = None,
+        precision: Precision | None = None,
     ):
         self.model, self.transform, self.max_items = model, transform, max_items
-        self.autocast = autocast or nullcontext
+        self.autocast = precision.autocast if precision else nullcontext
+        self.dtype = precision.dtype if precision else torch.float32  # what the states are stored in
         self.memory: OrderedDict[str, Tensor] = OrderedDict()
         self._content_keys: dict[str, str] = {}
-        self.directory = Path(directory) / fingerprint(model, transform) if directory is not None else None
+        self.directory = (
+            Path(directory) / fingerprint(model, transform, self.dtype) if directory is not None else None
+        )
         self.hits = self.misses = 0
 
     def _key(self, path: str) -> str:
@@ -92,7 +101,7 @@ class FeatureCache:
             was_training = self.model.vision.training
             self.model.vision.eval()
             with self.autocast():
-                computed = self.model.encode_image(pixels)
+                computed = self.model.encode_image(pixels).to(self.dtype)
             self.model.vision.train(was_training)
             for key, value in zip(missing, computed, strict=True):
                 found[key] = self._remember(key, value.detach())

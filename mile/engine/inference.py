@@ -7,12 +7,15 @@ from typing import Any
 
 import torch
 
+from mile.atomic import atomic_write_json
 from mile.config import Config, validate_config
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import load_trainable
 from mile.engine.datasets import load_split
+from mile.engine.precision import Precision, inference_precision
+from mile.engine.probe import probe_inputs
 from mile.engine.rundir import RunDir
-from mile.engine.train import WEIGHTS_FILE, evaluate_splits, make_accelerator
+from mile.engine.train import WEIGHTS_FILE, evaluate_splits, make_accelerator, run_device
 from mile.model.generation import generate
 from mile.pretrained import save_pretrained
 
@@ -35,9 +38,14 @@ def evaluate_run(run: RunDir, splits: list[str], data_overrides: dict[str, Any] 
     overrides = {"data": {**(data_overrides or {}), "eval_splits": splits}}
     session = load_trained(run, overrides)
     cfg = session.config
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, inference_precision(cfg.train.mixed_precision, run_device(cfg)))
     data = {split: load_split(cfg, split) for split in splits}
     return evaluate_splits(cfg, session, data, run, accelerator, merge=True)
+
+
+def cpu_precision(session: Session) -> Precision:
+    """The precision a loaded run answers and probes in (on the CPU, where `load_trained` leaves it)."""
+    return inference_precision(session.config.train.mixed_precision, "cpu")
 
 
 @torch.no_grad()
@@ -45,8 +53,24 @@ def answer(session: Session, image: str, questions: list[str], num_beams: int | 
     pixels = session.transform(train=False)(image)[None].expand(len(questions), -1, -1, -1)
     ids, mask = session.tokenizer.encode_questions(questions)
     generation = session.config.eval.generation(num_beams)
-    out = generate(session.model, ids, mask, pixels=pixels, config=generation)
+    with cpu_precision(session).autocast():
+        out = generate(session.model, ids, mask, pixels=pixels, config=generation)
     return session.tokenizer.decode(out)
+
+
+def probe_run(run: RunDir, split: str | None = None, limit: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Probe a finished run on a split (default: its first evaluation split; `limit` > 0: the first `limit`
+    questions) and store the result in eval/<split>/probe.json."""
+    session = load_trained(run)
+    split = split or session.config.data.eval_splits[0]
+    samples = load_split(session.config, split).samples
+    samples = samples[:limit] if limit > 0 else samples
+    precision = cpu_precision(session)
+    with precision.autocast():
+        result = probe_inputs(session, samples, session.config.eval.batch_size, seed)
+    result = {"split": split, **result, "precision": precision.used}
+    atomic_write_json(run.eval_dir(split) / "probe.json", result)
+    return result
 
 
 def export_run(run: RunDir, directory: str | Path) -> Path:

@@ -1,7 +1,7 @@
 """The run directory: everything a run produced, written atomically so a kill never leaves half a file.
 
 config.yaml          the resolved config            status.json      running / done / failed (+ error)
-env.json             versions, device, command      params.json      trainable / total per tower
+env.json             versions, device, precision     params.json      trainable / total per tower
 log.txt              human-readable log             train_stats.json peak memory, wall time, throughput
 train_log.jsonl      loss, lr, throughput per log   data_report.json bad records per split
 tb/                  TensorBoard events             checkpoints/     resumable training state
@@ -53,11 +53,12 @@ class RunDir:
     def eval_dir(self, split: str) -> Path:
         return self.path / "eval" / split
 
-    def create(self, config: Config) -> RunDir:
+    def create(self, config: Config, **facts: Any) -> RunDir:
+        """Write the config and env.json (versions, device, plus `facts` such as the precision used)."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.remove_partial_files()
         atomic_write_text(self / "config.yaml", config.to_yaml())
-        atomic_write_json(self / "env.json", environment())
+        atomic_write_json(self / "env.json", {**environment(), **facts})
         return self
 
     def remove_partial_files(self) -> list[Path]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -32,21 +33,37 @@ from mile.engine.evaluate import format_metrics, predict, score_split, write_eva
 from mile.engine.features import FeatureCache, cache_applies, default_cache_dir
 from mile.engine.measure import Meter
 from mile.engine.optim import make_optimizer, make_scheduler
+from mile.engine.precision import Precision, resolve_precision
 from mile.engine.rundir import RunDir
 
 WEIGHTS_FILE = "trainable.safetensors"
-PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+USED_PRECISION = {v: k for k, v in ACCELERATE_PRECISION.items()}
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-def make_accelerator(cfg: Config) -> Accelerator:
-    cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
+def run_device(cfg: Config) -> str:
+    return "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
+
+
+def run_precision(cfg: Config) -> Precision:
+    """The precision this run trains in on this machine (fp16 on a CPU is a config error)."""
+    return resolve_precision(cfg.train.mixed_precision, run_device(cfg))
+
+
+def make_accelerator(cfg: Config, precision: Precision) -> Accelerator:
+    wanted = ACCELERATE_PRECISION[precision.used]
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != wanted:
+        # accelerate keeps one process-wide state and refuses a second precision in it; runs of a sweep (or a
+        # run, then `mile eval` of another) in one process may differ. The distributed part is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(
-        cpu=not cuda,
-        mixed_precision=PRECISION[cfg.train.mixed_precision] if cuda else "no",
+        cpu=precision.device == "cpu",
+        mixed_precision=wanted,
         gradient_accumulation_steps=cfg.train.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         step_scheduler_with_optimizer=False,
@@ -58,18 +75,24 @@ def make_accelerator(cfg: Config) -> Accelerator:
 
 def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
     """Train, evaluate every configured split, and leave everything in `run`. Returns the final metrics."""
-    accelerator = make_accelerator(cfg)
+    precision = run_precision(cfg)
+    accelerator = make_accelerator(cfg, precision)
     set_seed(cfg.train.seed)
     session = build_session(cfg)
     if accelerator.is_main_process:
-        run.create(cfg)
+        run.create(cfg, precision=precision.to_dict())
         run.set_status("running")
         run.write_json("params.json", session.tuning.trainable_report())
         run.log(session.load_report.summary())
+        run.log(precision.describe())
     try:
         splits = _load_data(cfg, session, run, accelerator)
-        cache = feature_cache(cfg, session, accelerator)
-        usage = Trainer(cfg, session, run, accelerator, cache).fit(splits, resume) if cfg.train.epochs else {}
+        cache = feature_cache(cfg, session, accelerator, precision)
+        usage = {}
+        if cfg.train.epochs:
+            trainer = Trainer(cfg, session, run, accelerator, cache, splits["train"].samples)
+            usage = trainer.fit({k: v for k, v in splits.items() if k != "train"}, resume)
+        usage["precision"] = precision.used
         metrics = evaluate_splits(cfg, session, splits, run, accelerator, cache=cache, merge=True)
     except BaseException as exc:
         if accelerator.is_main_process:
@@ -105,7 +128,9 @@ def _load_data(cfg: Config, session: Session, run: RunDir, accelerator: Accelera
     return splits
 
 
-def feature_cache(cfg: Config, session: Session, accelerator: Accelerator) -> FeatureCache | None:
+def feature_cache(
+    cfg: Config, session: Session, accelerator: Accelerator, precision: Precision
+) -> FeatureCache | None:
     """The feature cache when configured (or `auto`) and exact for this plan; None otherwise."""
     t = cfg.train
     if t.feature_cache == "none":
@@ -119,46 +144,57 @@ def feature_cache(cfg: Config, session: Session, accelerator: Accelerator) -> Fe
         )
     directory = (t.feature_cache_dir or default_cache_dir()) if t.feature_cache == "disk" else None
     transform = session.transform(train=False)
-    return FeatureCache(session.model, transform, t.feature_cache_items, directory, accelerator.autocast)
+    return FeatureCache(session.model, transform, t.feature_cache_items, directory, precision)
 
 
 class Trainer:
-    """The optimisation loop of one run; state lives in `progress` and in the checkpoints."""
+    """The optimisation loop of one run; state lives in `progress` and in the checkpoints. Everything it needs
+    is built here; `fit` runs the epochs (resuming first), `step` is one batch of it."""
 
-    def __init__(self, cfg: Config, session: Session, run: RunDir, accelerator: Accelerator, cache):
+    def __init__(
+        self,
+        cfg: Config,
+        session: Session,
+        run: RunDir,
+        accelerator: Accelerator,
+        cache: FeatureCache | None,
+        samples: list,
+    ):
         self.cfg, self.t, self.session, self.run = cfg, cfg.train, session, run
         self.accelerator, self.cache = accelerator, cache
-        self.progress = Progress()
-
-    def fit(self, splits: dict, resume: bool) -> dict[str, Any]:
-        t, acc = self.t, self.accelerator
-        optimizer = make_optimizer(
-            self.session.model, t, self.session.adapter_names(), self.session.fresh_names()
-        )
-        transform = None if self.cache else self.session.transform(train=True)
+        t = self.t
+        optimizer = make_optimizer(session.model, t, session.adapter_names(), session.fresh_names())
+        transform = None if cache else session.transform(train=True)
         loader = DataLoader(
-            VQADataset(splits["train"].samples, transform, prompt_chooser(self.cfg, train=True)),
+            VQADataset(samples, transform, prompt_chooser(cfg, train=True)),
             batch_size=t.batch_size,
             shuffle=True,
-            collate_fn=Collate(self.session.tokenizer),
-            num_workers=self.cfg.data.num_workers,
+            collate_fn=Collate(session.tokenizer),
+            num_workers=cfg.data.num_workers,
             # Its own generator: creating an iterator draws a seed, which must not move the global RNG that
             # dropout uses, or a resumed run (which creates one more iterator) would drift from an unbroken one.
             generator=torch.Generator().manual_seed(t.seed),
         )
-        self.model, self.optimizer, self.loader = acc.prepare(self.session.model, optimizer, loader)
+        self.model, self.optimizer, self.loader = accelerator.prepare(session.model, optimizer, loader)
         self.scheduler = make_scheduler(
             self.optimizer, t, math.ceil(len(self.loader) / t.grad_accum) * t.epochs
         )
+        self.progress = Progress()
+        self.meter = Meter(accelerator.device)
+        self.writer = None  # TensorBoard, opened by fit on the main process
+        self.bar = None  # the epoch's progress bar
+        self._before = (0.0, 0)  # wall time and samples of the earlier processes of a resumed run
+        self._tick, self._seen = time.perf_counter(), 0  # throughput since the last log line
+
+    def fit(self, evals: dict, resume: bool) -> dict[str, Any]:
+        """Train the remaining epochs (evaluating `evals` every train.eval_every epochs), save the trained
+        weights, and return the training's usage figures."""
+        t, acc = self.t, self.accelerator
         if resume:
             self._resume()
         self.writer = _tensorboard(self.run) if acc.is_main_process else None
-        evals = {k: v for k, v in splits.items() if k != "train"}
-        self._before = (
-            self.progress.wall_s,
-            self.progress.samples,
-        )  # earlier processes' share of a resumed run
-        with Meter(acc.device) as self.meter:
+        self._before = (self.progress.wall_s, self.progress.samples)
+        with self.meter:
             for epoch in range(self.progress.epoch, t.epochs):
                 self.progress.epoch = epoch
                 self._epoch()
@@ -207,9 +243,11 @@ class Trainer:
         )
         self._tick, self._seen = time.perf_counter(), 0
         for batch in self.bar:
-            self._step(batch)
+            self.step(batch)
 
-    def _step(self, batch: dict) -> None:
+    def step(self, batch: dict) -> None:
+        """One batch: forward under the run's autocast, backward, and (every grad_accum batches) an optimizer
+        step, with logging and checkpoints as configured."""
         t, acc, p, tuning = self.t, self.accelerator, self.progress, self.session.tuning
         if self.cache is not None:
             batch["image_states"] = self.cache.states(batch["images"], acc.device)
@@ -259,13 +297,15 @@ class Trainer:
         p, lr = self.progress, self.scheduler.get_last_lr()[0]
         rate = self._seen / max(time.perf_counter() - self._tick, 1e-9)
         self._tick, self._seen = time.perf_counter(), 0
-        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
         if not self.accelerator.is_main_process:
             return
         record = {"step": p.step, "epoch": p.epoch + 1, "loss": loss, "lr": lr, "samples_per_s": rate}
         self.run.append_jsonl("train_log.jsonl", record)
         for key in ("loss", "lr", "samples_per_s"):
-            self.writer.add_scalar(f"train/{key}", record[key], p.step)
+            if self.writer is not None:
+                self.writer.add_scalar(f"train/{key}", record[key], p.step)
 
     def _usage(self) -> dict[str, Any]:
         usage = self.meter.usage().to_dict()
@@ -356,6 +396,7 @@ def _evaluate_split(cfg: Config, session: Session, split: str, data, run: RunDir
     if not accelerator.is_main_process:
         return None
     metrics, rows = score_split(data.samples, answers, split)
+    metrics["precision"] = USED_PRECISION[accelerator.mixed_precision]
     write_eval(run.eval_dir(f"{tag}/{split}" if tag else split), metrics, rows)
     run.log(format_metrics(metrics))
     return metrics

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mile.engine.checkpoint import latest_checkpoint
+from mile.engine.features import FeatureCache
 from mile.engine.inference import answer, evaluate_run, load_trained
 from mile.engine.rundir import RunDir
 from mile.engine.train import NonFiniteLoss, train_run
@@ -68,11 +69,22 @@ def test_frozen_towers_get_no_grad_and_no_optimizer_state(tiny_config, tmp_path)
     assert not any(k.startswith(("vision.", "text_encoder.")) for k in saved)
 
 
-def test_feature_cache_gives_the_same_losses_and_answers(tiny_config, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_feature_cache_gives_the_same_losses_and_answers(tiny_config, tmp_path, precision, monkeypatch):
+    stored = []
+    put = FeatureCache._remember
+    monkeypatch.setattr(
+        FeatureCache, "_remember", lambda self, k, v: stored.append(v.dtype) or put(self, k, v)
+    )
     runs = {}
     for mode in ("none", "memory"):
         runs[mode] = RunDir(tmp_path / mode)
-        train_run(tiny_config("plan.vision=frozen", f"train.feature_cache={mode}"), runs[mode])
+        cfg = tiny_config(
+            "plan.vision=frozen", f"train.feature_cache={mode}", f"train.mixed_precision={precision}"
+        )
+        train_run(cfg, runs[mode])
+    # under bf16 the states are kept in bf16 (half the memory), which is what the cross-attention reads anyway
+    assert set(stored) == {torch.bfloat16 if precision == "bf16" else torch.float32}
     assert _losses(runs["none"]) == _losses(runs["memory"])
     read = lambda r: (r.eval_dir("test") / "predictions.jsonl").read_text()  # noqa: E731
     assert read(runs["none"]) == read(runs["memory"])
