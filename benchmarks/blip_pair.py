@@ -34,7 +34,8 @@ PLANS = ("T-T-T", "T-T-LoRA_r8")
 THEIR_LORA_TARGETS = (
     r"text_decoder\.bert\.encoder\.layer\.\d+\.(attention|crossattention)\.self\.(query|value)"
 )
-KINDS = ("ours", "theirs", "ours+ckpt")  # ours+ckpt: gradient checkpointing in all three towers
+# ours+ckpt: gradient checkpointing in all three towers; ours+bf16: bf16 autocast (fp32 weights and loss)
+KINDS = ("ours", "theirs", "ours+ckpt", "ours+bf16")
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def build(kind: str, job: Job) -> tuple[nn.Module, Callable[[], Tensor]]:
     q_mask, a_mask = torch.ones_like(x["question"]), torch.ones_like(x["answer"])
 
     def ours_loss() -> Tensor:
-        return model(x["question"], q_mask, x["answer"], a_mask, pixels=x["pixels"]).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "ours+bf16"):
+            return model(x["question"], q_mask, x["answer"], a_mask, pixels=x["pixels"]).loss
 
     def theirs_loss() -> Tensor:
         return model(

@@ -59,6 +59,11 @@ def reset_peak_rss() -> int:
     return rss_bytes()
 
 
+def shared_dir() -> Path:
+    """The shared data and weights: $MILE_SHARED, else ../shared beside the repository."""
+    return Path(os.environ.get("MILE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
 def machine() -> str:
     """CPU model, usable CPUs and torch version, for the record."""
     names = [line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,13 +21,12 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import Summary, header, interleave, load_average, markdown_table
+from benchmarks.common import Summary, header, interleave, load_average, markdown_table, shared_dir
 from mile.config import Config, load_config
 from mile.engine.rundir import RunDir
 from mile.engine.train import train_run
 from mile.tuning import parse_plan_notation
 
-REPO = Path(__file__).resolve().parents[1]
 PLANS = ("F-T-LoRA_r8", "F-F-LoRA_r8")
 CACHES = ("none", "memory")
 
@@ -49,12 +47,8 @@ class Epochs:
         return Summary.of([t for r in self.runs for t in r[1:]])
 
 
-def shared() -> Path:
-    return Path(os.environ.get("MILE_SHARED", REPO.parent / "shared"))
-
-
 def make_config(args: argparse.Namespace, plan: str, cache: str, out: Path) -> Config:
-    root = shared()
+    root = shared_dir()
     if args.quick:
         model = ["model.size=tiny", "model.init.kind=random", "model.image_size=32"]
     else:

@@ -7,6 +7,7 @@ like, through F.linear as the model calls them. Peak and step are measured in al
 A profiled step (torch.profiler, self CPU time by op) then says where the time goes.
 
     python -m benchmarks.roofline --size 224 --batch 4 --rounds 5
+    python -m benchmarks.roofline --size 224 --batch 4 --rounds 5 --precision bf16   # against the bf16 peak
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ CATEGORIES = (
     ("fused AdamW", ("aten::_fused_adamw",)),
     ("copies, adds, reductions", ("aten::copy_", "aten::add", "aten::mul", "aten::sum", "aten::clone")),
     ("copies, adds, reductions", ("aten::fill_", "aten::zero_", "aten::cat", "aten::div", "aten::t")),
+    ("dtype casts (autocast)", ("aten::_to_copy", "aten::to", "aten::_autocast_to_reduced_precision")),
 )
 
 
@@ -56,10 +58,13 @@ class Step:
     model: MileModel
     batch: dict[str, torch.Tensor]
     opt: torch.optim.Optimizer
+    bf16: bool = False  # under bf16 autocast (fp32 weights, gradients and optimizer state)
 
     def __call__(self) -> None:
         self.opt.zero_grad(set_to_none=False)
-        self.model(**self.batch).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.model(**self.batch).loss
+        loss.backward()
         self.opt.step()
 
 
@@ -75,7 +80,7 @@ def make_step(args: argparse.Namespace) -> Step:
     batch = dict(
         question_ids=q, question_mask=torch.ones_like(q), answer_ids=a, answer_mask=torch.ones_like(a)
     )
-    return Step(model, {**batch, "pixels": pixels}, fused_adamw(model.parameters()))
+    return Step(model, {**batch, "pixels": pixels}, fused_adamw(model.parameters()), args.precision == "bf16")
 
 
 def gemm_shapes(model: MileModel, batch: int) -> list[tuple[int, int, int]]:
@@ -85,11 +90,12 @@ def gemm_shapes(model: MileModel, batch: int) -> list[tuple[int, int, int]]:
     return [(m, v.width, v.mlp_dim), (m, v.mlp_dim, v.width), (m, v.width, v.width)]
 
 
-def gemm_peak(shapes: Sequence[tuple[int, int, int]], repeats: int = 5) -> float:
-    """FLOP/s of the best of `repeats` F.linear calls of each shape."""
+def gemm_peak(shapes: Sequence[tuple[int, int, int]], repeats: int = 5, dtype=torch.float32) -> float:
+    """FLOP/s of the best of `repeats` F.linear calls of each shape, operands in `dtype` (bf16: what autocast
+    hands the GEMM)."""
     best = 0.0
     for m, k, n in shapes:
-        x, w = torch.randn(m, k), torch.randn(n, k)
+        x, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
         for _ in range(repeats):
             start = time.perf_counter()
             F.linear(x, w)
@@ -153,6 +159,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--question-len", type=int, default=35)
     p.add_argument("--answer-len", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: the step under autocast, the peak of bf16 GEMMs",
+    )
     p.add_argument("--quick", action="store_true", help="the tiny architecture: a smoke test in seconds")
     args = p.parse_args(argv)
     args.size = args.size or (32 if args.quick else 224)
@@ -162,13 +174,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    what = f"T-T-T, fp32, {args.size} px, batch {args.batch}, fused AdamW, {args.rounds} rounds"
+    what = f"T-T-T, {args.precision}, {args.size} px, batch {args.batch}, fused AdamW, {args.rounds} rounds"
     print(header("benchmarks.roofline", argv, args.threads, what), flush=True)
     step = make_step(args)
     step()  # warm-up
     flops, per_op = count_flops(step)
     shapes = gemm_shapes(step.model, args.batch)
-    timing = interleave({"peak": lambda: gemm_peak(shapes), "step": lambda: time_step(step)}, args.rounds)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    peak_fn = lambda: gemm_peak(shapes, dtype=dtype)  # noqa: E731
+    timing = interleave({"peak": peak_fn, "step": lambda: time_step(step)}, args.rounds)
     peaks, steps = timing["peak"], timing["step"]
     ratios = Summary.of([flops / t / p for t, p in zip(steps, peaks, strict=True)])
     t, peak = Summary.of(steps), Summary.of(peaks).median

@@ -5,7 +5,8 @@ transformers model is built, saved with save_pretrained and loaded by both sides
 0 in both, the label smoothing is the same, masks are all ones (no padding), so the two do identical arithmetic;
 the first losses are checked to agree and, under a plan, the trainable parameter counts to be equal. `--plan
 T-T-LoRA_r8` trains ViT and JTM fully and LoRA r=8 on the decoder's query/value (ours through mile.tuning, theirs
-through peft); `--checkpointing` adds a third variant, ours with gradient checkpointing in all three towers. Both
+through peft); `--checkpointing` adds ours with gradient checkpointing in all three towers, `--bf16` ours under bf16
+autocast (fp32 master weights; theirs stays in fp32, what a user of transformers + peft would run). Both
 sides use fused AdamW over the trainable parameters. Each model lives in its own fresh spawned process, which
 measures its memory alone (static RSS, peak RSS growth of one step = activation memory, bytes saved for
 backward); the parent then interleaves their timed steps (rotating order) so machine noise hits all alike.
@@ -151,7 +152,7 @@ def run_size(args: argparse.Namespace, image_size: int, tmp: Path) -> Row:
     sizes.update(answer_len=args.answer_len, heads=cfg.text.heads, head_dim=cfg.text.width // cfg.text.heads)
     job = Job(str(directory), args.plan, warmup=max(args.warmup, 1), threads=args.threads, **sizes)
     assert cfg.vision.heads == cfg.text.heads and cfg.vision.width == cfg.text.width
-    kinds = ("ours", "theirs", "ours+ckpt") if args.checkpointing else ("ours", "theirs")
+    kinds = ("ours", "theirs") + ("ours+ckpt",) * args.checkpointing + ("ours+bf16",) * args.bf16
     ctx = mp.get_context("spawn")
     # All import in parallel, then build, warm up and measure memory in turn, then interleave timed steps.
     workers = {kind: Worker(ctx, kind, worker, (kind, job)) for kind in kinds}
@@ -169,13 +170,16 @@ def run_size(args: argparse.Namespace, image_size: int, tmp: Path) -> Row:
 
 
 def check_same_work(row: Row) -> None:
-    ours, theirs = row.ours, row.theirs
-    if abs(ours.first_loss - theirs.first_loss) > 1e-3 * max(1.0, abs(theirs.first_loss)):
-        raise RuntimeError(f"first losses differ: {ours.first_loss} (ours) vs {theirs.first_loss} (theirs)")
-    if ours.trainable != theirs.trainable:
-        raise RuntimeError(
-            f"trainable parameters differ: {ours.trainable} (ours) vs {theirs.trainable} (theirs)"
-        )
+    """Every variant trains what theirs trains, from the same first loss (bf16 to 1 %, fp32 to 0.1 %)."""
+    theirs = row.theirs
+    for kind, m in row.measured.items():
+        tolerance = 1e-2 if kind == "ours+bf16" else 1e-3
+        if abs(m.first_loss - theirs.first_loss) > tolerance * max(1.0, abs(theirs.first_loss)):
+            raise RuntimeError(
+                f"first losses differ: {m.first_loss} ({kind}) vs {theirs.first_loss} (theirs)"
+            )
+        if m.trainable != theirs.trainable:
+            raise RuntimeError(f"trainable parameters differ: {m.trainable} ({kind}) vs {theirs.trainable}")
 
 
 HEAD = ["px", "batch", "plan", "model", "trainable M", "step ms (IQR)", "time / theirs", "static RSS GiB"]
@@ -216,6 +220,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--plan", choices=PLANS, default="T-T-T", help="what is trained (default: everything)")
     p.add_argument("--checkpointing", action="store_true", help="also ours with gradient checkpointing")
+    p.add_argument("--bf16", action="store_true", help="also ours under bf16 autocast (theirs stays fp32)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per model (median and IQR over them)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before measuring (at least 1)")
     p.add_argument("--question-len", type=int, default=35)
@@ -230,7 +235,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[Row]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    setup = f"fp32, batch {args.batch}, question {args.question_len} / answer {args.answer_len} tokens"
+    setup = f"fp32 (ours+bf16: bf16 autocast), batch {args.batch}, question {args.question_len} / answer {args.answer_len} tokens"
     setup += f", plan {args.plan}, fused AdamW, {args.steps} timed steps per model"
     print(header("benchmarks.step_vs_transformers", argv, args.threads, setup), flush=True)
     rows = []

@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(REPO))
 
-from benchmarks import feature_cache, generation, roofline, scaling  # noqa: E402
+from benchmarks import feature_cache, generation, precision, roofline, scaling  # noqa: E402
 
 
 def test_roofline_quick_reports_flops_peak_and_breakdown(capsys):
@@ -18,6 +18,36 @@ def test_roofline_quick_reports_flops_peak_and_breakdown(capsys):
     categories = [row[0] for row in result["breakdown"]]
     assert "GEMM (mm / addmm / bmm)" in categories
     assert "| GFLOP / step |" in capsys.readouterr().out
+
+
+def test_roofline_quick_measures_the_bf16_step_against_the_bf16_peak(capsys):
+    result = roofline.main(["--quick", "--rounds", "2", "--precision", "bf16"])
+    assert result["flops"] > 0 and result["peak"] > 0 and 0 < result["ratio"].median < math.inf
+    assert "T-T-T, bf16" in capsys.readouterr().out
+
+
+def test_precision_quick_measures_both_precisions_through_the_engine(capsys):
+    argv = [
+        "--quick",
+        "--plans",
+        "F-T-T",
+        "T-T-LoRA_r8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--eval-rounds",
+        "1",
+    ]
+    pairs = precision.main([*argv, "--eval-questions", "16", "--blip-batch", "0"])
+    assert [(p.plan, p.image_size) for p in pairs] == [("F-T-T", 32), ("T-T-LoRA_r8", 32)]
+    for pair in pairs:
+        assert {p: pair.info[p]["used"] for p in ("fp32", "bf16")} == {"fp32": "fp32", "bf16": "bf16"}
+        assert pair.info["fp32"]["first_loss"] != pair.info["bf16"]["first_loss"]  # autocast really ran
+        for p in ("fp32", "bf16"):
+            assert len(pair.steps[p]) == 2 and len(pair.evals[p]) == 1 and pair.peak[p] > 0
+            assert pair.samples_per_s(p).median > 0 and pair.questions_per_s(p).median > 0
+    assert "| plan | px | precision |" in capsys.readouterr().out
 
 
 def test_scaling_quick_covers_every_plan_and_configuration(capsys):
