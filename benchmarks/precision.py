@@ -49,7 +49,7 @@ from benchmarks.common import (
 )
 
 PLANS = ("F-T-T", "T-T-T", "T-T-LoRA_r8")
-PRECISIONS = ("fp32", "bf16")
+VARIANTS = ("fp32", "bf16", "bf16+compile")  # precision [+ train.compile]; the last only with --compile
 SLAKE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "slake" / "mile-small.yaml"
 
 
@@ -57,7 +57,7 @@ SLAKE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "slake" / "mile
 class Job:
     plan: str
     image_size: int
-    precision: str
+    variant: str
     batch: int
     steps: int
     warmup: int
@@ -74,7 +74,9 @@ def job_config(job: Job):
     from mile.tuning import parse_plan_notation
 
     needed = max(job.batch * (job.warmup + job.steps + 1), job.eval_questions)
-    common = [f"train.batch_size={job.batch}", f"train.mixed_precision={job.precision}"]
+    precision, _, compiled = job.variant.partition("+")
+    common = [f"train.batch_size={job.batch}", f"train.mixed_precision={precision}"]
+    common += [f"train.compile={str(compiled == 'compile').lower()}"]
     common += ["train.log_every=1000000", "train.seed=0", f"data.limit={needed}", f"run.output_dir={job.out}"]
     if job.quick:
         overrides = ["model.size=tiny", "data.dataset=demo", "data.eval_splits=[test]", "eval.batch_size=64"]
@@ -104,7 +106,7 @@ class Bench:
         self.accelerator = make_accelerator(cfg, self.precision)
         set_seed(cfg.train.seed)
         self.session = build_session(cfg)
-        self.run = RunDir(Path(job.out) / f"{job.plan}-{job.image_size}-{job.precision}")
+        self.run = RunDir(Path(job.out) / f"{job.plan}-{job.image_size}-{job.variant}")
         self.run.path.mkdir(parents=True, exist_ok=True)
         split = cfg.data.eval_splits[0]
         evaluation = load_split(cfg, split)
@@ -159,12 +161,14 @@ def worker(job: Job, conn: Connection) -> None:
     try:
         torch.set_num_threads(job.threads)
         conn.recv()  # our turn to build: builds never share the CPU
+        start = time.perf_counter()
         bench = Bench(job)
-        for _ in range(job.warmup):
+        for _ in range(job.warmup):  # with train.compile, the first steps compile
             bench.train_step()
+        ready = time.perf_counter() - start
         bench.evaluate()  # warm-up of the evaluation path too
         reset_peak_rss()
-        conn.send(("ok", {"first_loss": bench.first_loss, "used": bench.precision.used}))
+        conn.send(("ok", {"first_loss": bench.first_loss, "used": bench.precision.used, "ready_s": ready}))
         while (message := conn.recv()) != "stop":
             if message == "train":
                 conn.send(("ok", bench.train_step()))
@@ -180,32 +184,32 @@ def worker(job: Job, conn: Connection) -> None:
 
 @dataclass
 class Pair:
-    """fp32 and bf16 of one (plan, image size)."""
+    """The variants (fp32, bf16, ...) of one (plan, image size)."""
 
     plan: str
     image_size: int
     batch: int
-    info: dict[str, dict]  # precision -> {"first_loss", "used"}
-    steps: dict[str, list[tuple[float, float]]]  # precision -> (fetch s, step s) per timed step
+    info: dict[str, dict]  # variant -> {"first_loss", "used", "ready_s": build + warm-up seconds}
+    steps: dict[str, list[tuple[float, float]]]  # variant -> (fetch s, step s) per timed step
     peak: dict[str, int]
-    evals: dict[str, list[float]]  # precision -> seconds per evaluation pass
+    evals: dict[str, list[float]]  # variant -> seconds per evaluation pass
     eval_questions: int
 
-    def samples_per_s(self, precision: str) -> Summary:
-        return Summary.of([self.batch / total for _, total in self.steps[precision]])
+    def samples_per_s(self, variant: str) -> Summary:
+        return Summary.of([self.batch / total for _, total in self.steps[variant]])
 
-    def fetch(self, precision: str) -> Summary:
-        return Summary.of([fetch for fetch, _ in self.steps[precision]])
+    def fetch(self, variant: str) -> Summary:
+        return Summary.of([fetch for fetch, _ in self.steps[variant]])
 
-    def questions_per_s(self, precision: str) -> Summary:
-        return Summary.of([self.eval_questions / t for t in self.evals[precision]])
+    def questions_per_s(self, variant: str) -> Summary:
+        return Summary.of([self.eval_questions / t for t in self.evals[variant]])
 
 
 def run_pair(args: argparse.Namespace, plan: str, size: int, out: Path) -> Pair:
     jobs = {
-        p: Job(plan, size, p, args.batch, args.steps, args.warmup, args.eval_questions, args.threads,
+        v: Job(plan, size, v, args.batch, args.steps, args.warmup, args.eval_questions, args.threads,
                args.quick, str(out))
-        for p in PRECISIONS
+        for v in args.variants
     }  # fmt: skip
     ctx = mp.get_context("spawn")
     workers = {p: Worker(ctx, f"{plan} {size} px {p}", worker, (job,)) for p, job in jobs.items()}
@@ -223,24 +227,17 @@ def run_pair(args: argparse.Namespace, plan: str, size: int, out: Path) -> Pair:
 
 
 def check(pair: Pair) -> None:
-    used = {p: pair.info[p]["used"] for p in PRECISIONS}
-    if used != {p: p for p in PRECISIONS}:
-        raise RuntimeError(f"{pair.plan} {pair.image_size} px: the workers computed in {used}")
-    a, b = (pair.info[p]["first_loss"] for p in PRECISIONS)
-    if abs(a - b) > 0.01 * abs(a):
-        raise RuntimeError(f"{pair.plan} {pair.image_size} px: first losses {a} (fp32) vs {b} (bf16)")
+    where = f"{pair.plan} {pair.image_size} px"
+    for variant, info in pair.info.items():
+        if info["used"] != variant.partition("+")[0]:
+            raise RuntimeError(f"{where}: the {variant} worker computed in {info['used']}")
+        a, b = pair.info["fp32"]["first_loss"], info["first_loss"]
+        if abs(a - b) > 0.01 * abs(a):
+            raise RuntimeError(f"{where}: first losses {a} (fp32) vs {b} ({variant})")
 
 
-HEAD = [
-    "plan",
-    "px",
-    "precision",
-    "train samples/s (IQR)",
-    "train speed-up",
-    "batch fetch ms",
-    "peak RSS GiB",
-]
-HEAD += ["eval questions/s (IQR)", "eval speed-up", "first loss"]
+HEAD = ["plan", "px", "variant", "train samples/s (IQR)", "train speed-up", "batch fetch ms"]
+HEAD += ["peak RSS GiB", "eval questions/s (IQR)", "eval speed-up", "first loss", "build + warm-up s"]
 
 
 def _rate(s: Summary) -> str:
@@ -251,12 +248,12 @@ def rows(pairs: Sequence[Pair]) -> list[list[object]]:
     out = []
     for pair in pairs:
         base_train, base_eval = pair.samples_per_s("fp32").median, pair.questions_per_s("fp32").median
-        for p in PRECISIONS:
-            train, evaluation = pair.samples_per_s(p), pair.questions_per_s(p)
-            cells: list[object] = [pair.plan, pair.image_size, p, _rate(train)]
-            cells += [f"{train.median / base_train:.2f}x", f"{pair.fetch(p).median * 1e3:.0f}"]
-            cells += [f"{pair.peak[p] / GB:.2f}", _rate(evaluation), f"{evaluation.median / base_eval:.2f}x"]
-            out.append(cells + [f"{pair.info[p]['first_loss']:.4f}"])
+        for v in pair.info:
+            train, evaluation = pair.samples_per_s(v), pair.questions_per_s(v)
+            cells: list[object] = [pair.plan, pair.image_size, v, _rate(train)]
+            cells += [f"{train.median / base_train:.2f}x", f"{pair.fetch(v).median * 1e3:.0f}"]
+            cells += [f"{pair.peak[v] / GB:.2f}", _rate(evaluation), f"{evaluation.median / base_eval:.2f}x"]
+            out.append(cells + [f"{pair.info[v]['first_loss']:.4f}", f"{pair.info[v]['ready_s']:.0f}"])
     return out
 
 
@@ -272,14 +269,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-questions", type=int, default=64, help="questions per evaluation pass")
     p.add_argument("--eval-rounds", type=int, default=3, help="timed evaluation passes per precision")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    p.add_argument(
-        "--blip-batch",
-        type=int,
-        default=4,
-        help="batch of the blip-base comparison with transformers (0: skip)",
-    )
+    blip = "batch of the blip-base comparison with transformers (0: skip)"
+    p.add_argument("--blip-batch", type=int, default=4, help=blip)
+    p.add_argument("--compile", action="store_true", help="also bf16 with train.compile (torch.compile)")
     p.add_argument("--quick", action="store_true", help="the tiny model on the demo data: a smoke test")
     args = p.parse_args(argv)
+    args.variants = VARIANTS if args.compile else VARIANTS[:2]
     args.sizes = args.sizes or ([32] if args.quick else [112, 224])
     return args
 
@@ -306,15 +301,8 @@ def blip_vs_transformers(args: argparse.Namespace) -> None:
     """blip-base T-T-LoRA_r8 at 224 px: ours in fp32 and bf16 against transformers + peft in fp32."""
     from benchmarks import step_vs_transformers
 
-    argv = [
-        "--sizes",
-        "32" if args.quick else "224",
-        "--batch",
-        str(args.blip_batch),
-        "--plan",
-        "T-T-LoRA_r8",
-    ]
-    argv += ["--bf16", "--steps", str(args.steps), "--threads", str(args.threads)]
+    argv = ["--sizes", "32" if args.quick else "224", "--batch", str(args.blip_batch)]
+    argv += ["--plan", "T-T-LoRA_r8", "--bf16", "--steps", str(args.steps), "--threads", str(args.threads)]
     step_vs_transformers.main(argv + ["--quick"] * args.quick)
 
 

@@ -120,6 +120,7 @@ class TrainSection(Section):
     feature_cache_items: int = Field(default=4096, ge=1)  # images held in memory (LRU)
     feature_cache_dir: str | None = None  # disk cache root (default $MILE_CACHE or ~/.cache/mile)
     on_nonfinite: Literal["stop", "skip"] = "stop"
+    compile: bool = False  # torch.compile the training forward (see benchmarks/README.md for when it pays)
     device: Literal["auto", "cpu"] = "auto"
 
 

@@ -176,6 +176,9 @@ class Trainer:
             generator=torch.Generator().manual_seed(t.seed),
         )
         self.model, self.optimizer, self.loader = accelerator.prepare(session.model, optimizer, loader)
+        # train.compile: the training forward through torch.compile (dynamic shapes: question lengths and the
+        # last batch vary); checkpoints, evaluation and the parameter names keep using the plain module.
+        self.forward = torch.compile(self.model, dynamic=True) if t.compile else self.model
         self.scheduler = make_scheduler(
             self.optimizer, t, math.ceil(len(self.loader) / t.grad_accum) * t.epochs
         )
@@ -252,7 +255,7 @@ class Trainer:
         if self.cache is not None:
             batch["image_states"] = self.cache.states(batch["images"], acc.device)
         with acc.accumulate(self.model):
-            loss = _global_token_mean(self.model(**model_inputs(batch)), acc)
+            loss = _global_token_mean(self.forward(**model_inputs(batch)), acc)
             extra = tuning.regularization_loss()  # e.g. AdaLoRA's orthogonality term
             if extra is not None:
                 loss = loss + extra

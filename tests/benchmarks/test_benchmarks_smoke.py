@@ -42,12 +42,12 @@ def test_precision_quick_measures_both_precisions_through_the_engine(capsys):
     pairs = precision.main([*argv, "--eval-questions", "16", "--blip-batch", "0"])
     assert [(p.plan, p.image_size) for p in pairs] == [("F-T-T", 32), ("T-T-LoRA_r8", 32)]
     for pair in pairs:
-        assert {p: pair.info[p]["used"] for p in ("fp32", "bf16")} == {"fp32": "fp32", "bf16": "bf16"}
+        assert {v: info["used"] for v, info in pair.info.items()} == {"fp32": "fp32", "bf16": "bf16"}
         assert pair.info["fp32"]["first_loss"] != pair.info["bf16"]["first_loss"]  # autocast really ran
         for p in ("fp32", "bf16"):
             assert len(pair.steps[p]) == 2 and len(pair.evals[p]) == 1 and pair.peak[p] > 0
             assert pair.samples_per_s(p).median > 0 and pair.questions_per_s(p).median > 0
-    assert "| plan | px | precision |" in capsys.readouterr().out
+    assert "| plan | px | variant |" in capsys.readouterr().out
 
 
 def test_scaling_quick_covers_every_plan_and_configuration(capsys):

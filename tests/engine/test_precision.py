@@ -109,3 +109,17 @@ def test_probe_and_predict_run_under_the_runs_precision(tiny_config, tmp_path, c
     assert json.loads((run.eval_dir("test") / "probe.json").read_text())["precision"] == "bf16"
     cpu_feature(None)
     assert probe_run(run, limit=8)["precision"] == "fp32"
+
+
+@pytest.mark.slow  # inductor compiles forward and backward: about a minute even for the tiny model
+def test_compiled_training_forward_trains_like_the_eager_one(tiny_config, tmp_path):
+    runs = {}
+    for compile_ in (False, True):
+        runs[compile_] = RunDir(tmp_path / f"compile-{compile_}")
+        train_run(tiny_config("train.epochs=1", f"train.compile={str(compile_).lower()}"), runs[compile_])
+    eager, compiled = (torch.tensor(_losses(runs[c])) for c in (False, True))
+    torch.testing.assert_close(compiled, eager, rtol=LOSS_RTOL, atol=0)  # inductor reorders float arithmetic
+    from safetensors.torch import load_file
+
+    names = {c: set(load_file(str(runs[c].weights / "trainable.safetensors"))) for c in runs}
+    assert names[True] == names[False]  # the saved weights keep their plain names
