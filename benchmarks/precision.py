@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import tempfile
 import time
 import traceback
@@ -49,7 +50,10 @@ from benchmarks.common import (
 )
 
 PLANS = ("F-T-T", "T-T-T", "T-T-LoRA_r8")
-VARIANTS = ("fp32", "bf16", "bf16+compile")  # precision [+ train.compile]; the last only with --compile
+# precision, then any of: +compile (train.compile), +tcmalloc (LD_PRELOAD), +glibc (MILE_MALLOC=default: glibc's
+# own settings instead of ours, engine/allocator.py). Speed-ups are against the first variant.
+VARIANTS = ("fp32", "bf16")
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"  # Debian's libtcmalloc-minimal4
 SLAKE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "slake" / "mile-small.yaml"
 
 
@@ -74,9 +78,9 @@ def job_config(job: Job):
     from mile.tuning import parse_plan_notation
 
     needed = max(job.batch * (job.warmup + job.steps + 1), job.eval_questions)
-    precision, _, compiled = job.variant.partition("+")
+    precision, *extras = job.variant.split("+")
     common = [f"train.batch_size={job.batch}", f"train.mixed_precision={precision}"]
-    common += [f"train.compile={str(compiled == 'compile').lower()}"]
+    common += [f"train.compile={str('compile' in extras).lower()}"]
     common += ["train.log_every=1000000", "train.seed=0", f"data.limit={needed}", f"run.output_dir={job.out}"]
     if job.quick:
         overrides = ["model.size=tiny", "data.dataset=demo", "data.eval_splits=[test]", "eval.batch_size=64"]
@@ -95,6 +99,7 @@ class Bench:
     def __init__(self, job: Job):
         from accelerate.utils import set_seed
 
+        from mile.engine.allocator import tune_allocator
         from mile.engine.build import build_session
         from mile.engine.datasets import load_split, load_train
         from mile.engine.precision import resolve_precision
@@ -104,6 +109,7 @@ class Bench:
         self.cfg = cfg = job_config(job)
         self.precision = resolve_precision(cfg.train.mixed_precision, "cpu")
         self.accelerator = make_accelerator(cfg, self.precision)
+        self.allocator = tune_allocator()
         set_seed(cfg.train.seed)
         self.session = build_session(cfg)
         self.run = RunDir(Path(job.out) / f"{job.plan}-{job.image_size}-{job.variant}")
@@ -168,7 +174,8 @@ def worker(job: Job, conn: Connection) -> None:
         ready = time.perf_counter() - start
         bench.evaluate()  # warm-up of the evaluation path too
         reset_peak_rss()
-        conn.send(("ok", {"first_loss": bench.first_loss, "used": bench.precision.used, "ready_s": ready}))
+        info = {"first_loss": bench.first_loss, "used": bench.precision.used, "ready_s": ready}
+        conn.send(("ok", {**info, "allocator": bench.allocator}))
         while (message := conn.recv()) != "stop":
             if message == "train":
                 conn.send(("ok", bench.train_step()))
@@ -212,7 +219,7 @@ def run_pair(args: argparse.Namespace, plan: str, size: int, out: Path) -> Pair:
         for v in args.variants
     }  # fmt: skip
     ctx = mp.get_context("spawn")
-    workers = {p: Worker(ctx, f"{plan} {size} px {p}", worker, (job,)) for p, job in jobs.items()}
+    workers = {v: start_worker(ctx, f"{plan} {size} px {v}", job) for v, job in jobs.items()}
     try:
         info = {p: w.call("build") for p, w in workers.items()}
         steps = interleave({p: (lambda w=w: w.call("train")) for p, w in workers.items()}, args.steps)
@@ -226,14 +233,40 @@ def run_pair(args: argparse.Namespace, plan: str, size: int, out: Path) -> Pair:
     return pair
 
 
+def start_worker(ctx, name: str, job: Job) -> Worker:
+    """A spawned worker whose environment selects the variant's allocator (read when the process starts)."""
+    extras = job.variant.split("+")[1:]
+    if "tcmalloc" in extras and not Path(TCMALLOC).is_file():
+        raise SystemExit(
+            f"variant {job.variant}: {TCMALLOC} not found (Debian: apt install libtcmalloc-minimal4)"
+        )
+    env = {"LD_PRELOAD": TCMALLOC if "tcmalloc" in extras else None}
+    env["MILE_MALLOC"] = "default" if "glibc" in extras else None
+    before = {key: os.environ.get(key) for key in env}
+    try:
+        _set_environment(env)
+        return Worker(ctx, name, worker, (job,))
+    finally:
+        _set_environment(before)
+
+
+def _set_environment(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def check(pair: Pair) -> None:
     where = f"{pair.plan} {pair.image_size} px"
     for variant, info in pair.info.items():
-        if info["used"] != variant.partition("+")[0]:
+        if info["used"] != variant.split("+")[0]:
             raise RuntimeError(f"{where}: the {variant} worker computed in {info['used']}")
-        a, b = pair.info["fp32"]["first_loss"], info["first_loss"]
+        first = next(iter(pair.info))
+        a, b = pair.info[first]["first_loss"], info["first_loss"]
         if abs(a - b) > 0.01 * abs(a):
-            raise RuntimeError(f"{where}: first losses {a} (fp32) vs {b} ({variant})")
+            raise RuntimeError(f"{where}: first losses {a} ({first}) vs {b} ({variant})")
 
 
 HEAD = ["plan", "px", "variant", "train samples/s (IQR)", "train speed-up", "batch fetch ms"]
@@ -247,7 +280,8 @@ def _rate(s: Summary) -> str:
 def rows(pairs: Sequence[Pair]) -> list[list[object]]:
     out = []
     for pair in pairs:
-        base_train, base_eval = pair.samples_per_s("fp32").median, pair.questions_per_s("fp32").median
+        first = next(iter(pair.info))
+        base_train, base_eval = pair.samples_per_s(first).median, pair.questions_per_s(first).median
         for v in pair.info:
             train, evaluation = pair.samples_per_s(v), pair.questions_per_s(v)
             cells: list[object] = [pair.plan, pair.image_size, v, _rate(train)]
@@ -271,10 +305,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     blip = "batch of the blip-base comparison with transformers (0: skip)"
     p.add_argument("--blip-batch", type=int, default=4, help=blip)
-    p.add_argument("--compile", action="store_true", help="also bf16 with train.compile (torch.compile)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        help="e.g. fp32 bf16 bf16+compile "
+        "bf16+tcmalloc bf16+glibc (the first is the baseline of the speed-ups)",
+    )
     p.add_argument("--quick", action="store_true", help="the tiny model on the demo data: a smoke test")
     args = p.parse_args(argv)
-    args.variants = VARIANTS if args.compile else VARIANTS[:2]
     args.sizes = args.sizes or ([32] if args.quick else [112, 224])
     return args
 
@@ -291,7 +330,9 @@ def main(argv: Sequence[str] | None = None) -> list[Pair]:
                 pairs.append(run_pair(args, plan, size, Path(tmp)))
                 print(f"done {plan} {size} px", flush=True)
     print(f"load average at the end: {load_average()}\n")
-    print(markdown_table(HEAD, rows(pairs)) + "\n", flush=True)
+    print(markdown_table(HEAD, rows(pairs)) + "\n")
+    allocators = {v: info["allocator"] for pair in pairs for v, info in pair.info.items()}
+    print("allocators: " + "; ".join(f"{v}: {a}" for v, a in allocators.items()) + "\n", flush=True)
     if args.blip_batch:
         blip_vs_transformers(args)
     return pairs

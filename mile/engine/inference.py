@@ -9,6 +9,7 @@ import torch
 
 from mile.atomic import atomic_write_json
 from mile.config import Config, validate_config
+from mile.engine.allocator import tune_allocator
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import load_trainable
 from mile.engine.datasets import load_split
@@ -36,6 +37,7 @@ def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Sessio
 
 def evaluate_run(run: RunDir, splits: list[str], data_overrides: dict[str, Any] | None = None) -> dict:
     overrides = {"data": {**(data_overrides or {}), "eval_splits": splits}}
+    tune_allocator()
     session = load_trained(run, overrides)
     cfg = session.config
     accelerator = make_accelerator(cfg, inference_precision(cfg.train.mixed_precision, run_device(cfg)))

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from mile.config import Config
 from mile.data.errors import DataError
+from mile.engine.allocator import tune_allocator
 from mile.engine.batches import Collate, VQADataset, model_inputs
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import (
@@ -77,14 +78,16 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
     """Train, evaluate every configured split, and leave everything in `run`. Returns the final metrics."""
     precision = run_precision(cfg)
     accelerator = make_accelerator(cfg, precision)
+    allocator = tune_allocator()
     set_seed(cfg.train.seed)
     session = build_session(cfg)
     if accelerator.is_main_process:
-        run.create(cfg, precision=precision.to_dict())
+        run.create(cfg, precision=precision.to_dict(), allocator=allocator)
         run.set_status("running")
         run.write_json("params.json", session.tuning.trainable_report())
         run.log(session.load_report.summary())
         run.log(precision.describe())
+        run.log(f"allocator: {allocator}")
     try:
         splits = _load_data(cfg, session, run, accelerator)
         cache = feature_cache(cfg, session, accelerator, precision)
