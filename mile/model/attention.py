@@ -1,7 +1,11 @@
 """The one attention module of every tower: self or cross, optional causal mask, optional key/value prefix.
 
-All attention goes through `torch.nn.functional.scaled_dot_product_attention`, so no attention map is kept
-for backward beyond what the fused kernel needs.
+Attention goes through `torch.nn.functional.scaled_dot_product_attention`, so no attention map is kept for
+backward beyond what the fused kernel needs, with one exception: bf16 on a CPU with small score matrices. There
+torch's fused CPU kernel runs at about a tenth of the bf16 GEMM peak (benchmarks/README.md section 8), and two
+batched bf16 GEMMs around a softmax are 1.5-7x faster (a mile-small T-T-T step at 224 px: 1.3x); the price is
+the scores kept for backward, B*H*T*S bf16 values per layer (12.7 MB for a ViT-S layer at 224 px, batch 16),
+which `MATMUL_MAX_SCORES` bounds (larger images fall back to the fused kernel).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from torch import Tensor, nn
 
 # A key/value prefix provider returns (k, v), each (P, D) or (B, P, D), in the projected space (after k/v).
 PrefixFn = Callable[[], tuple[Tensor, Tensor]]
+# T x S scores per head up to which bf16 attention on a CPU uses explicit GEMMs (362^2: a 224 px ViT-S/14 layer's
+# 257^2, every text attention; not a 336 px layer's 577^2)
+MATMUL_MAX_SCORES = 2**17
 
 
 @dataclass
@@ -106,15 +113,31 @@ class Attention(nn.Module):
         k, v, n_prefix = self._keys_values(context if is_cross else x, cache, is_cross)
         mask = _build_mask(b, t, k.shape[2], n_prefix, past, key_mask, causal and not is_cross, x.device)
         use_causal_kernel = mask is None and causal and not is_cross and k.shape[2] == t
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=None if use_causal_kernel else mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=use_causal_kernel,
-        )
+        dropout = self.dropout if self.training else 0.0
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and t * k.shape[2] <= MATMUL_MAX_SCORES:
+            if use_causal_kernel:
+                mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            out = _matmul_attention(q, k, v, mask, dropout)
+        else:
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=None if use_causal_kernel else mask,
+                dropout_p=dropout,
+                is_causal=use_causal_kernel,
+            )
         return self.o(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float) -> Tensor:
+    """softmax(q k^T / sqrt(hd)) v with the scores explicit, as SDPA's math path: q (B, H, T, hd), k and v
+    (B, H, S, hd), mask broadcastable to (B, H, T, S), True = attend. torch's CPU softmax accumulates in fp32."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.dropout(torch.softmax(scores, dim=-1), dropout) if dropout else torch.softmax(scores, dim=-1)
+    return torch.matmul(weights, v)
 
 
 def _build_mask(

@@ -240,9 +240,11 @@ def test_loss_falls_on_a_tiny_overfit_set_until_the_model_answers_it(tiny_config
     cfg = tiny_config(
         "data.limit=4",
         "data.eval_splits=[train]",
-        "train.epochs=40",
+        # lr 0.01 for 60 epochs memorised the 4 answers in 16 of 16 runs (seeds 42, 1, 2, 3 x fp32 / bf16 x 1 / 2
+        # threads); the earlier lr 0.02 for 40 epochs in only 11 (two similar questions stayed "yes")
+        "train.epochs=60",
         "train.batch_size=4",
-        "train.lr=0.02",
+        "train.lr=0.01",
         "train.schedule=constant",
         "train.weight_decay=0.0",
         "model.label_smoothing=0.0",

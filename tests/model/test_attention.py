@@ -109,3 +109,70 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
     greedy = generate(model, q, mask, pixels=pixels, config=GenerationConfig(num_beams=1, **cfg))
     beam = generate(model, q, mask, pixels=pixels, config=GenerationConfig(num_beams=5, **cfg))
     assert (logprob(beam) >= logprob(greedy) - 1e-4).all()
+
+
+def test_bf16_on_a_cpu_takes_the_matmul_path_and_matches_the_reference(monkeypatch):
+    """Under bf16 autocast small score matrices skip SDPA (its CPU kernel is slow in bf16) for explicit GEMMs;
+    masks, causality, prefixes and the cache give what the fp32 reference gives, to bf16 rounding."""
+    torch.manual_seed(0)
+    attn = Attention(16, 4).eval()
+    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    km = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    sm = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    prefix = (torch.randn(1, 3, 16), torch.randn(1, 3, 16))
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        "mile.model.attention.F.scaled_dot_product_attention",
+        lambda *a, **k: calls.append(1) or sdpa(*a, **k),
+    )
+
+    def bf16(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attn(*args, **kwargs)
+        assert out.dtype == torch.bfloat16
+        return out.float()
+
+    tolerance = dict(rtol=3e-2, atol=3e-2)  # bf16 keeps 8 significant bits
+    assert_close(bf16(x), _reference(attn, x), **tolerance)
+    assert_close(bf16(x, ctx, key_mask=km), _reference(attn, x, ctx, key_mask=km), **tolerance)
+    assert_close(bf16(x, causal=True), _reference(attn, x, causal=True), **tolerance)
+    both = bf16(x, key_mask=sm, causal=True)[0]
+    assert_close(both, _reference(attn, x, key_mask=sm, causal=True)[0], **tolerance)
+    attn.prefix = lambda: (prefix[0][0], prefix[1][0])
+    assert_close(bf16(x, causal=True), _reference(attn, x, causal=True, prefix=prefix), **tolerance)
+    cache = KVCache()
+    steps = torch.cat([bf16(x[:, i : i + 1], causal=True, cache=cache) for i in range(5)], dim=1)
+    assert_close(steps, _reference(attn, x, causal=True, prefix=prefix), **tolerance)
+    assert not calls  # every one of these took the matmul path
+    import mile.model.attention as module
+
+    monkeypatch.setattr(module, "MATMUL_MAX_SCORES", 5 * 7)  # larger score matrices go to SDPA
+    assert_close(bf16(x, causal=True), _reference(attn, x, causal=True, prefix=prefix), **tolerance)
+    assert calls == [1]
+
+
+def test_bf16_matmul_attention_trains_like_sdpa():
+    """The gradients of the explicit path match SDPA's (both in bf16) and attention dropout still applies."""
+    torch.manual_seed(0)
+    attn = Attention(16, 4, dropout=0.5)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+
+    def grad(max_scores: int) -> torch.Tensor:
+        import mile.model.attention as module
+
+        before, module.MATMUL_MAX_SCORES = module.MATMUL_MAX_SCORES, max_scores
+        try:
+            attn.eval()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                attn(x, causal=True).float().pow(2).sum().backward()
+        finally:
+            module.MATMUL_MAX_SCORES = before
+        g, x.grad = x.grad, None
+        return g
+
+    assert_close(grad(2**17), grad(0), rtol=5e-2, atol=5e-2)
+    attn.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = attn(x), attn(x)
+    assert not torch.equal(a, b)  # dropout on the attention weights
