@@ -90,11 +90,11 @@ def build_rows(
         if metrics is None:
             left_out.append((record, f"no eval/{chosen}/metrics.json"))
             continue
-        leaves = config_leaves(record.config)
+        leaves = run_leaves(record)
         leaves.pop("train.seed", None)
         key = json.dumps({"split": chosen, **leaves}, sort_keys=True, default=str)
         groups.setdefault(key, []).append((record, metrics))
-    firsts = [config_leaves(members[0][0].config) for members in groups.values()]
+    firsts = [run_leaves(members[0][0]) for members in groups.values()]
     varying = [k for k in varying_keys(firsts) if not k.startswith("plan.") and k != "train.seed"]
     rows = [_row(members, split, rule, varying) for members in groups.values()]
     if label == "dir":
@@ -104,13 +104,22 @@ def build_rows(
     return rows, left_out
 
 
+def run_leaves(record: RunRecord) -> dict:
+    """A run's config leaves, with the precision it trained in (train_stats.json) in place of the request
+    (`auto` is bf16 on one machine and fp32 on another: such runs are not seeds of one row)."""
+    leaves = config_leaves(record.config)
+    if record.stats.get("precision"):
+        leaves["train.mixed_precision"] = record.stats["precision"]
+    return leaves
+
+
 def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, varying: list[str]) -> Row:
     members.sort(key=lambda m: m[0].config.train.seed)
     runs = [m[0] for m in members]
     cfg, params = runs[0].config, runs[0].params or {}
     tokens = tuple(format_token(cfg.plan.tower(t), t) for t in TOWERS)
     ranks = sorted({str(_lora_rank(cfg.plan.tower(t))) for t in TOWERS} - {"None"}, key=int)
-    leaves = config_leaves(cfg)
+    leaves = run_leaves(runs[0])
     acc, n = {}, {}
     for group in GROUPS:
         cells = [_cell(metrics, rule, group) for _, metrics in members]

@@ -47,7 +47,17 @@ def fake_run(tmp_path, monkeypatch):
     monkeypatch.setattr("mile.engine.rundir._git_commit", lambda: None)
 
     def make(
-        name, plan="T-T-T", seed=1, lr=1e-4, acc=None, pct=50.0, gpu=None, rss=1000.0, wall=10.0, state="done"
+        name,
+        plan="T-T-T",
+        seed=1,
+        lr=1e-4,
+        acc=None,
+        pct=50.0,
+        gpu=None,
+        rss=1000.0,
+        wall=10.0,
+        state="done",
+        precision=None,
     ):
         cfg = Config(plan=parse_plan_notation(plan))
         cfg.train.seed, cfg.train.lr = seed, lr
@@ -57,6 +67,8 @@ def fake_run(tmp_path, monkeypatch):
             "params.json", {"towers": {}, "total": 1000, "trainable": int(10 * pct), "trainable_pct": pct}
         )
         stats = {"wall_s": wall, "samples_per_s": 100.0 / wall, "peak_rss_mb": rss, "peak_allocated_mb": gpu}
+        if precision is not None:  # what train_run records: the precision `auto` resolved to
+            stats["precision"] = precision
         run.write_json("train_stats.json", stats)
         for step in (1, 2, 3):
             run.append_jsonl("train_log.jsonl", {"step": step, "epoch": 1, "loss": 3.0 / step, "lr": lr})

@@ -65,6 +65,18 @@ def test_towers_rank_params_and_the_setting_column(fake_run, runs_root):
     assert header in md and "| lr=1e-4 | F | LoRA | LoRA | 4 | 0.163 (1) |" in md
 
 
+def test_runs_that_computed_in_different_precisions_are_different_rows(fake_run, runs_root):
+    # all three configs say mixed_precision: auto; two machines resolved it differently
+    fake_run("bf16-s1", seed=1, acc=metrics(0.5, 0.5, 0.5), precision="bf16")
+    fake_run("bf16-s2", seed=2, acc=metrics(0.7, 0.5, 0.5), precision="bf16")
+    fake_run("fp32-s1", seed=1, acc=metrics(0.6, 0.5, 0.5), precision="fp32")
+    rows, _ = rows_of(runs_root)
+    assert sorted((r.setting, r.seeds) for r in rows) == [
+        ("mixed_precision=bf16", [1, 2]),
+        ("mixed_precision=fp32", [1]),
+    ]
+
+
 def test_csv_and_what_is_left_out(fake_run, runs_root):
     fake_run("ok-s1", seed=1, acc=metrics(0.5, 0.5, 0.5))
     fake_run("ok-s2", seed=2, acc=metrics(0.7, 0.5, 0.5))
