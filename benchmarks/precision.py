@@ -5,7 +5,7 @@ transformers' BlipForQuestionAnswering + peft in fp32 (`step_vs_transformers.py 
 Training is `mile.engine.train.Trainer.step` on SLAKE-EN train batches from the Trainer's own loader (images
 decoded and resized, questions and answers tokenised, as in a run; with the feature cache for a frozen ViT, warmed
 first, as from the second epoch on), AdamW fused, gradient clipping on. A timed training step is fetching the
-batch plus the step; the fetch is also reported alone. Evaluation is `mile.engine.train.evaluate_splits` on the
+batch plus the step; the fetch is also reported alone. Evaluation is `mile.engine.evaluate.evaluate_splits` on the
 first SLAKE-EN validate questions as a run's final evaluation does it (LoRA merged, 3 beams, at most 10 tokens),
 encoding every image (no feature cache).
 
@@ -118,7 +118,7 @@ class Bench:
         evaluation = load_split(cfg, split)
         evaluation.samples = evaluation.samples[: job.eval_questions]
         self.evals = {split: evaluation}
-        cache = feature_cache(cfg, self.session, self.accelerator, self.precision)
+        cache = feature_cache(cfg, self.session, self.precision)
         self.trainer = Trainer(cfg, self.session, self.run, self.accelerator, cache, load_train(cfg).samples)
         if cache is not None:  # steady state: every training image's features computed once already
             for batch in self.trainer.loader:
@@ -154,7 +154,7 @@ class Bench:
         return float(self.trainer.model(**inputs).loss)
 
     def evaluate(self) -> float:
-        from mile.engine.train import evaluate_splits
+        from mile.engine.evaluate import evaluate_splits
 
         start = time.perf_counter()
         evaluate_splits(self.cfg, self.session, self.evals, self.run, self.accelerator, merge=True)

@@ -13,8 +13,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mile.atomic import atomic_write, atomic_write_json
+from mile.config import Config
 from mile.data.sample import Sample
+from mile.engine.batches import Collate, VQADataset
+from mile.engine.build import Session
+from mile.engine.datasets import prompt_chooser
 from mile.engine.metrics import is_correct, score
+from mile.engine.precision import USED_NAMES
+from mile.engine.rundir import RunDir
 from mile.model.generation import GenerationConfig, generate
 from mile.tokenizer import MileTokenizer
 
@@ -102,3 +108,61 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             f"  open (answer_type) token recall {100 * soft['recall']:.2f}%  F1 {100 * soft['f1']:.2f}%"
         )
     return "\n".join(lines)
+
+
+def evaluate_splits(
+    cfg: Config,
+    session: Session,
+    splits: dict,
+    run: RunDir,
+    accelerator: Accelerator,
+    tag: str = "",
+    cache=None,
+    merge: bool = False,
+) -> dict:
+    """Generate and score every evaluation split; files go to eval/<split>/ (or eval/<tag>/<split>/).
+    With `merge`, LoRA-family adapters are folded into the weights for the evaluation (faster decoding) and
+    unfolded after; mid-training evaluations do not merge, so training continues on untouched weights."""
+    merged = session.tuning.merge() if merge and cfg.eval.merge_adapters else []
+    if cfg.eval.compile:
+        compile_encoders(session.model)
+    try:
+        results = {
+            split: _evaluate_split(cfg, session, split, splits[split], run, accelerator, tag, cache)
+            for split in cfg.data.eval_splits
+        }
+        return {split: m for split, m in results.items() if m is not None}  # metrics live on the main process
+    finally:
+        if merged:
+            session.tuning.unmerge()
+
+
+def compile_encoders(model) -> None:
+    """torch.compile the per-question encoders (vision, JTM); their shapes repeat from batch to batch, unlike the
+    token-by-token decoder. Compiles the bound forwards, so parameter names (and checkpoints) stay the same."""
+    for tower in (model.vision, model.text_encoder):
+        if not getattr(tower, "_compiled", False):
+            tower.forward = torch.compile(tower.forward, dynamic=True)
+            tower._compiled = True
+
+
+def _evaluate_split(cfg: Config, session: Session, split: str, data, run: RunDir, accelerator, tag, cache):
+    loader = DataLoader(
+        VQADataset(
+            data.samples, None if cache else session.transform(train=False), prompt_chooser(cfg, train=False)
+        ),
+        batch_size=cfg.eval.batch_size,
+        collate_fn=Collate(session.tokenizer),
+        num_workers=cfg.data.num_workers,
+    )
+    loader = accelerator.prepare_data_loader(loader)
+    answers = predict(
+        session.model, session.tokenizer, loader, cfg.eval.generation(), accelerator, f"eval {split}", cache
+    )
+    if not accelerator.is_main_process:
+        return None
+    metrics, rows = score_split(data.samples, answers, split)
+    metrics["precision"] = USED_NAMES[accelerator.mixed_precision]
+    write_eval(run.eval_dir(f"{tag}/{split}" if tag else split), metrics, rows)
+    run.log(format_metrics(metrics))
+    return metrics

@@ -13,10 +13,11 @@ from mile.engine.allocator import tune_allocator
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import load_trainable
 from mile.engine.datasets import load_split
+from mile.engine.evaluate import evaluate_splits
 from mile.engine.precision import Precision, inference_precision
 from mile.engine.probe import probe_inputs
 from mile.engine.rundir import RunDir
-from mile.engine.train import WEIGHTS_FILE, evaluate_splits, make_accelerator, run_device
+from mile.engine.train import WEIGHTS_FILE, make_accelerator, run_device
 from mile.model.generation import generate
 from mile.pretrained import save_pretrained
 

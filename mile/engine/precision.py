@@ -18,6 +18,8 @@ import torch
 from mile.config import ConfigError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+ACCELERATE_NAMES = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # accelerate's mixed_precision values
+USED_NAMES = {name: used for used, name in ACCELERATE_NAMES.items()}
 # CPU features with which oneDNN multiplies bf16 natively (names as cpuinfo and /proc/cpuinfo spell them)
 CPU_BF16_FEATURES = ("amx_bf16", "avx512_bf16")
 

@@ -30,16 +30,14 @@ from mile.engine.checkpoint import (
     save_trainable,
 )
 from mile.engine.datasets import guard_leaks, load_split, load_train, prompt_chooser, prompt_lengths
-from mile.engine.evaluate import format_metrics, predict, score_split, write_eval
+from mile.engine.evaluate import evaluate_splits
 from mile.engine.features import FeatureCache, cache_applies, default_cache_dir
 from mile.engine.measure import Meter
 from mile.engine.optim import make_optimizer, make_scheduler
-from mile.engine.precision import Precision, resolve_precision
+from mile.engine.precision import ACCELERATE_NAMES, Precision, resolve_precision
 from mile.engine.rundir import RunDir
 
 WEIGHTS_FILE = "trainable.safetensors"
-ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-USED_PRECISION = {v: k for k, v in ACCELERATE_PRECISION.items()}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -56,7 +54,7 @@ def run_precision(cfg: Config) -> Precision:
 
 
 def make_accelerator(cfg: Config, precision: Precision) -> Accelerator:
-    wanted = ACCELERATE_PRECISION[precision.used]
+    wanted = ACCELERATE_NAMES[precision.used]
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") != wanted:
         # accelerate keeps one process-wide state and refuses a second precision in it; runs of a sweep (or a
@@ -90,7 +88,7 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
         run.log(f"allocator: {allocator}")
     try:
         splits = _load_data(cfg, session, run, accelerator)
-        cache = feature_cache(cfg, session, accelerator, precision)
+        cache = feature_cache(cfg, session, precision)
         usage = {}
         if cfg.train.epochs:
             trainer = Trainer(cfg, session, run, accelerator, cache, splits["train"].samples)
@@ -131,9 +129,7 @@ def _load_data(cfg: Config, session: Session, run: RunDir, accelerator: Accelera
     return splits
 
 
-def feature_cache(
-    cfg: Config, session: Session, accelerator: Accelerator, precision: Precision
-) -> FeatureCache | None:
+def feature_cache(cfg: Config, session: Session, precision: Precision) -> FeatureCache | None:
     """The feature cache when configured (or `auto`) and exact for this plan; None otherwise."""
     t = cfg.train
     if t.feature_cache == "none":
@@ -348,61 +344,3 @@ def _tensorboard(run: RunDir):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=str(run / "tb"))
-
-
-def evaluate_splits(
-    cfg: Config,
-    session: Session,
-    splits: dict,
-    run: RunDir,
-    accelerator: Accelerator,
-    tag: str = "",
-    cache=None,
-    merge: bool = False,
-) -> dict:
-    """Generate and score every evaluation split; files go to eval/<split>/ (or eval/<tag>/<split>/).
-    With `merge`, LoRA-family adapters are folded into the weights for the evaluation (faster decoding) and
-    unfolded after; mid-training evaluations do not merge, so training continues on untouched weights."""
-    merged = session.tuning.merge() if merge and cfg.eval.merge_adapters else []
-    if cfg.eval.compile:
-        compile_encoders(session.model)
-    try:
-        results = {
-            split: _evaluate_split(cfg, session, split, splits[split], run, accelerator, tag, cache)
-            for split in cfg.data.eval_splits
-        }
-        return {split: m for split, m in results.items() if m is not None}  # metrics live on the main process
-    finally:
-        if merged:
-            session.tuning.unmerge()
-
-
-def compile_encoders(model) -> None:
-    """torch.compile the per-question encoders (vision, JTM); their shapes repeat from batch to batch, unlike the
-    token-by-token decoder. Compiles the bound forwards, so parameter names (and checkpoints) stay the same."""
-    for tower in (model.vision, model.text_encoder):
-        if not getattr(tower, "_compiled", False):
-            tower.forward = torch.compile(tower.forward, dynamic=True)
-            tower._compiled = True
-
-
-def _evaluate_split(cfg: Config, session: Session, split: str, data, run: RunDir, accelerator, tag, cache):
-    loader = DataLoader(
-        VQADataset(
-            data.samples, None if cache else session.transform(train=False), prompt_chooser(cfg, train=False)
-        ),
-        batch_size=cfg.eval.batch_size,
-        collate_fn=Collate(session.tokenizer),
-        num_workers=cfg.data.num_workers,
-    )
-    loader = accelerator.prepare_data_loader(loader)
-    answers = predict(
-        session.model, session.tokenizer, loader, cfg.eval.generation(), accelerator, f"eval {split}", cache
-    )
-    if not accelerator.is_main_process:
-        return None
-    metrics, rows = score_split(data.samples, answers, split)
-    metrics["precision"] = USED_PRECISION[accelerator.mixed_precision]
-    write_eval(run.eval_dir(f"{tag}/{split}" if tag else split), metrics, rows)
-    run.log(format_metrics(metrics))
-    return metrics
