@@ -51,7 +51,7 @@ from benchmarks.common import (
 
 PLANS = ("F-T-T", "T-T-T", "T-T-LoRA_r8")
 # precision, then any of: +compile (train.compile), +tcmalloc (LD_PRELOAD), +glibc (MILE_MALLOC=default: glibc's
-# own settings instead of ours, engine/allocator.py). Speed-ups are against the first variant.
+# own settings instead of ours, engine/memory.py). Speed-ups are against the first variant.
 VARIANTS = ("fp32", "bf16")
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"  # Debian's libtcmalloc-minimal4
 SLAKE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "slake" / "mile-small.yaml"
@@ -99,9 +99,9 @@ class Bench:
     def __init__(self, job: Job):
         from accelerate.utils import set_seed
 
-        from mile.engine.allocator import tune_allocator
         from mile.engine.build import build_session
         from mile.engine.datasets import load_split, load_train
+        from mile.engine.memory import tune_memory
         from mile.engine.precision import resolve_precision
         from mile.engine.rundir import RunDir
         from mile.engine.train import Trainer, feature_cache, make_accelerator
@@ -109,7 +109,7 @@ class Bench:
         self.cfg = cfg = job_config(job)
         self.precision = resolve_precision(cfg.train.mixed_precision, "cpu")
         self.accelerator = make_accelerator(cfg, self.precision)
-        self.allocator = tune_allocator()
+        self.memory = tune_memory()
         set_seed(cfg.train.seed)
         self.session = build_session(cfg)
         self.run = RunDir(Path(job.out) / f"{job.plan}-{job.image_size}-{job.variant}")
@@ -175,7 +175,7 @@ def worker(job: Job, conn: Connection) -> None:
         bench.evaluate()  # warm-up of the evaluation path too
         reset_peak_rss()
         info = {"first_loss": bench.first_loss, "used": bench.precision.used, "ready_s": ready}
-        conn.send(("ok", {**info, "allocator": bench.allocator}))
+        conn.send(("ok", {**info, "malloc": bench.memory["malloc"]}))
         while (message := conn.recv()) != "stop":
             if message == "train":
                 conn.send(("ok", bench.train_step()))
@@ -331,8 +331,8 @@ def main(argv: Sequence[str] | None = None) -> list[Pair]:
                 print(f"done {plan} {size} px", flush=True)
     print(f"load average at the end: {load_average()}\n")
     print(markdown_table(HEAD, rows(pairs)) + "\n")
-    allocators = {v: info["allocator"] for pair in pairs for v, info in pair.info.items()}
-    print("allocators: " + "; ".join(f"{v}: {a}" for v, a in allocators.items()) + "\n", flush=True)
+    allocators = {v: info["malloc"] for pair in pairs for v, info in pair.info.items()}
+    print("malloc: " + "; ".join(f"{v}: {a}" for v, a in allocators.items()) + "\n", flush=True)
     if args.blip_batch:
         blip_vs_transformers(args)
     return pairs

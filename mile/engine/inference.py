@@ -9,11 +9,11 @@ import torch
 
 from mile.atomic import atomic_write_json
 from mile.config import Config, validate_config
-from mile.engine.allocator import tune_allocator
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import load_trainable
 from mile.engine.datasets import load_split
 from mile.engine.evaluate import evaluate_splits
+from mile.engine.memory import tune_memory
 from mile.engine.precision import Precision, inference_precision
 from mile.engine.probe import probe_inputs
 from mile.engine.rundir import RunDir
@@ -38,7 +38,7 @@ def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Sessio
 
 def evaluate_run(run: RunDir, splits: list[str], data_overrides: dict[str, Any] | None = None) -> dict:
     overrides = {"data": {**(data_overrides or {}), "eval_splits": splits}}
-    tune_allocator()
+    tune_memory()
     session = load_trained(run, overrides)
     cfg = session.config
     accelerator = make_accelerator(cfg, inference_precision(cfg.train.mixed_precision, run_device(cfg)))

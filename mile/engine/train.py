@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from mile.config import Config
 from mile.data.errors import DataError
-from mile.engine.allocator import tune_allocator
 from mile.engine.batches import Collate, VQADataset, model_inputs
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import (
@@ -33,6 +32,7 @@ from mile.engine.datasets import guard_leaks, load_split, load_train, prompt_cho
 from mile.engine.evaluate import evaluate_splits
 from mile.engine.features import FeatureCache, cache_applies, default_cache_dir
 from mile.engine.measure import Meter
+from mile.engine.memory import tune_memory
 from mile.engine.optim import make_optimizer, make_scheduler
 from mile.engine.precision import ACCELERATE_NAMES, Precision, resolve_precision
 from mile.engine.rundir import RunDir
@@ -76,16 +76,16 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
     """Train, evaluate every configured split, and leave everything in `run`. Returns the final metrics."""
     precision = run_precision(cfg)
     accelerator = make_accelerator(cfg, precision)
-    allocator = tune_allocator()
+    memory = tune_memory()  # before the first bf16 GEMM
     set_seed(cfg.train.seed)
     session = build_session(cfg)
     if accelerator.is_main_process:
-        run.create(cfg, precision=precision.to_dict(), allocator=allocator)
+        run.create(cfg, precision=precision.to_dict(), memory=memory)
         run.set_status("running")
         run.write_json("params.json", session.tuning.trainable_report())
         run.log(session.load_report.summary())
         run.log(precision.describe())
-        run.log(f"allocator: {allocator}")
+        run.log(f"malloc: {memory['malloc']}; oneDNN primitive cache: {memory['onednn_primitive_cache']}")
     try:
         splits = _load_data(cfg, session, run, accelerator)
         cache = feature_cache(cfg, session, precision)
