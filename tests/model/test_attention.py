@@ -33,13 +33,19 @@ def _reference(attn, x, context=None, key_mask=None, causal=False, prefix=None):
     return attn.o(out)
 
 
-def test_masks_causality_and_prefix_match_reference():
+def _case():
+    """An attention (D 16, 4 heads), queries, a context, a key mask over the context, one over the queries (for
+    self-attention), and a 3-token prefix."""
     torch.manual_seed(0)
     attn = Attention(16, 4).eval()
     x, ctx = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
     km = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
     sm = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
-    prefix = (torch.randn(1, 3, 16), torch.randn(1, 3, 16))
+    return attn, x, ctx, km, sm, (torch.randn(1, 3, 16), torch.randn(1, 3, 16))
+
+
+def test_masks_causality_and_prefix_match_reference():
+    attn, x, ctx, km, sm, prefix = _case()
     assert_close(attn(x), _reference(attn, x))
     assert_close(attn(x, ctx, key_mask=km), _reference(attn, x, ctx, key_mask=km))
     assert_close(attn(x, causal=True), _reference(attn, x, causal=True))
@@ -114,12 +120,7 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
 def test_bf16_on_a_cpu_takes_the_matmul_path_and_matches_the_reference(monkeypatch):
     """Under bf16 autocast small score matrices skip SDPA (its CPU kernel is slow in bf16) for explicit GEMMs;
     masks, causality, prefixes and the cache give what the fp32 reference gives, to bf16 rounding."""
-    torch.manual_seed(0)
-    attn = Attention(16, 4).eval()
-    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
-    km = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
-    sm = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
-    prefix = (torch.randn(1, 3, 16), torch.randn(1, 3, 16))
+    attn, x, ctx, km, sm, prefix = _case()
     calls = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(
