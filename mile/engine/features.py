@@ -3,14 +3,15 @@
 Images repeat across questions (VQA-RAD: 315 images for 3,515 questions), so with a frozen ViT most of an
 epoch's vision work is redundant. The cache is exact: it is used only when the vision tower has nothing to
 train and preprocessing is deterministic (no augmentation), and features are computed by the same tower in eval
-mode, under the same autocast, as the uncached forward would. Under bf16 the states are stored in bf16, half
-the memory of fp32 (mile-small at 224 px: 257 x 384 values, 197 KB per image instead of 395 KB): the tower
-ends in a LayerNorm, whose output autocast leaves in fp32, but the only readers of the states are the JTM's
-cross-attention key / value projections, which autocast casts to bf16 anyway, so they compute with the same
-values either way (a LoRA-family adapter with dropout on those projections rescales its input before that cast,
-so there cached and uncached inputs can differ by one bf16 rounding). Memory is bounded (LRU over `max_items`); an optional on-disk layer keys each entry by image
-content and by a fingerprint of the vision weights, the preprocessing and the stored dtype, so changing any of
-them misses instead of returning stale features.
+mode, under the same autocast, as the uncached forward would. Under bf16 the states are stored in bf16, half the
+memory of fp32 (mile-small at 224 px: 257 x 384 values, 197 KB per image instead of 395 KB). mile-small's tower
+ends in a LayerNorm over an fp32 residual stream, whose output autocast leaves in fp32, but the only readers of
+the states are the JTM's cross-attention key / value projections, which autocast casts to bf16 anyway, so they
+compute with the same values either way (a LoRA-family adapter with dropout on those projections rescales its
+input before that cast, so there cached and uncached inputs can differ by one bf16 rounding). Memory is bounded
+(LRU over `max_items`); an optional on-disk layer keys each entry by image content and by a fingerprint of the
+vision weights, the preprocessing and the stored dtype, so changing any of them misses instead of returning
+stale features.
 """
 
 from __future__ import annotations
