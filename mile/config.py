@@ -6,7 +6,7 @@ Every problem in a config is reported at once, each naming the dotted key, the b
 from __future__ import annotations
 
 import difflib
-import re
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mile.model.config import SIZES
 from mile.model.generation import GenerationConfig
+from mile.safe_yaml import YAMLError, parse_yaml
 from mile.tuning.plan import PlanConfig
+
+# Upper bounds for counts, so that an absurd value (1e15) is a config error, not a traceback deep in a loop.
+MAX_BATCH, MAX_TOKENS, MAX_COUNT = 2**16, 512, 2**31 - 1
 
 
 class Section(BaseModel):
@@ -32,10 +36,10 @@ class InitSection(Section):
 
 class ModelSection(Section):
     size: str | None = "tiny"  # architecture for random / blip_pth init
-    image_size: int | None = Field(default=None, ge=16)  # None: the size's or checkpoint's own
+    image_size: int | None = Field(default=None, ge=16, le=4096)  # None: the size's or checkpoint's own
     init: InitSection = Field(default_factory=InitSection)
-    max_question_len: int = Field(default=35, ge=3)
-    max_answer_len: int = Field(default=24, ge=3)
+    max_question_len: int = Field(default=35, ge=3, le=MAX_TOKENS)
+    max_answer_len: int = Field(default=24, ge=3, le=MAX_TOKENS)
     label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
 
     @field_validator("size")
@@ -80,8 +84,10 @@ class DataSection(Section):
     )
     augment: bool = False
     max_bad_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
-    limit: int | None = Field(default=None, ge=1)  # first N records of each split, for smoke runs
-    num_workers: int = Field(default=0, ge=0)
+    limit: int | None = Field(
+        default=None, ge=1, le=MAX_COUNT
+    )  # first N records of each split, for smoke runs
+    num_workers: int = Field(default=0, ge=0, le=1024)
     options: dict[str, Any] = Field(default_factory=dict)  # dataset-specific extras
     eval_source: SourceSection | None = (
         None  # evaluate on another dataset (e.g. plain SLAKE after instruction data)
@@ -94,8 +100,8 @@ class DataSection(Section):
 
 
 class TrainSection(Section):
-    epochs: int = Field(default=10, ge=0)
-    batch_size: int = Field(default=16, ge=1)
+    epochs: int = Field(default=10, ge=0, le=100_000)
+    batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
     lr: float = Field(default=2e-5, gt=0)
     lr_adapters: float | None = Field(default=None, gt=0)  # for parameters a PEFT plan adds; None: lr
     lr_new: float | None = Field(
@@ -104,20 +110,22 @@ class TrainSection(Section):
     weight_decay: float = Field(default=0.05, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
-    grad_accum: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=1, ge=1, le=MAX_BATCH)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
-    seed: int = 42
-    eval_every: int = Field(default=0, ge=0)  # epochs between evaluations; 0: only after training
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy's seed range
+    eval_every: int = Field(default=0, ge=0, le=100_000)  # epochs between evaluations; 0: only after training
     # auto: bf16 autocast where the hardware multiplies bf16 natively (CUDA with bf16, CPUs with AVX512_BF16 or
     # AMX), else fp32; fp16 needs a CUDA GPU. The choice and its reason go to env.json (engine/precision.py).
     mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    log_every: int = Field(default=10, ge=1)
-    checkpoint_every: int = Field(default=0, ge=0)  # optimizer steps between checkpoints; 0: each epoch
+    log_every: int = Field(default=10, ge=1, le=MAX_COUNT)
+    checkpoint_every: int = Field(
+        default=0, ge=0, le=MAX_COUNT
+    )  # optimizer steps between checkpoints; 0: each epoch
     gradient_checkpointing: list[Literal["vision", "text_encoder", "text_decoder"]] = Field(
         default_factory=list
     )
     feature_cache: Literal["auto", "none", "memory", "disk"] = "auto"  # vision features of a frozen ViT
-    feature_cache_items: int = Field(default=4096, ge=1)  # images held in memory (LRU)
+    feature_cache_items: int = Field(default=4096, ge=1, le=MAX_COUNT)  # images held in memory (LRU)
     feature_cache_dir: str | None = None  # disk cache root (default $MILE_CACHE or ~/.cache/mile)
     on_nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False  # torch.compile the training forward (see benchmarks/README.md for when it pays)
@@ -125,10 +133,12 @@ class TrainSection(Section):
 
 
 class EvalSection(Section):
-    num_beams: int = Field(default=3, ge=1)
-    max_new_tokens: int = Field(default=10, ge=1)
-    min_new_tokens: int = Field(default=1, ge=0)  # bar [SEP] before this many tokens: no empty answers
-    batch_size: int = Field(default=32, ge=1)
+    num_beams: int = Field(default=3, ge=1, le=64)
+    max_new_tokens: int = Field(default=10, ge=1, le=MAX_TOKENS)
+    min_new_tokens: int = Field(
+        default=1, ge=0, le=MAX_TOKENS
+    )  # bar [SEP] before this many: no empty answers
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
     merge_adapters: bool = True  # merge LoRA-family adapters for evaluation when exact
     compile: bool = False  # torch.compile the image and question encoders for evaluation
 
@@ -188,33 +198,6 @@ def config_differences(stored: Config, wanted: Config, shown: int = 4) -> str | 
     return text + (f" and {len(keys) - shown} more key(s)" if len(keys) > shown else "")
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 scalars: only true / false are booleans (YAML 1.1 also reads `no`, `off`, `yes`, `on`, so
-    `feature_cache: off` would arrive as False), and `1e-4` is a float (YAML 1.1 wants `1.0e-4`)."""
-
-
-_REPLACED = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str):
-    """Safe YAML (no object construction) with YAML 1.2 booleans."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
-
-
 class ConfigError(ValueError):
     """One or more problems in a config; the message lists every one."""
 
@@ -229,21 +212,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def validate_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    """The typed config; every problem is reported at once, including non-finite numbers anywhere (free-form
+    method and dataset options too: an `inf` learning rate or LoRA alpha trains to NaN weights)."""
+    problems = {key: f"must be a finite number (got {value!r})" for key, value in _non_finite(data)}
+    cfg = None
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, source)) from None
+        problems = {**problems, **validation_problems(exc)}
+    if problems:
+        lines = [f"  {key}: {problem}" for key, problem in problems.items()]
+        raise ConfigError("\n".join([f"{len(lines)} problem(s) in config {source}:", *lines]))
+    return cfg
 
 
-def format_errors(exc: ValidationError, source: str) -> str:
-    lines = [f"{exc.error_count()} problem(s) in config {source}:"]
+def _non_finite(data: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every inf / nan float in nested mappings and lists."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return [(prefix, data)]
+    if isinstance(data, dict):
+        return [hit for k, v in data.items() for hit in _non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(data, (list, tuple)):
+        return [hit for i, v in enumerate(data) for hit in _non_finite(v, f"{prefix}[{i}]")]
+    return []
+
+
+def validation_problems(exc: ValidationError) -> dict[str, str]:
+    """Dotted key -> what is wrong with it, for every error pydantic found."""
+    problems = {}
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key{_valid_keys(err['loc'])}")
+            problems[key] = f"unknown key{_valid_keys(err['loc'])}"
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
+            problems[key] = f"{err['msg']} (got {err.get('input')!r})"
+    return problems
 
 
 def _valid_keys(loc: tuple) -> str:
@@ -265,7 +268,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found")
     try:
         data = parse_yaml(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
@@ -293,7 +296,9 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r} is not of the form key.sub=value")
     try:
         value = parse_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.constructor.ConstructorError, YAMLError) as exc:  # duplicate keys, runaway aliases
+        raise ConfigError(f"override {item!r}: {exc}") from None
+    except yaml.YAMLError:  # not YAML: the text itself (e.g. a path with a colon)
         value = raw
     node = data
     parts = key.strip().split(".")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from mile.config import ConfigError, load_config, parse_yaml
+from mile.config import ConfigError, load_config
+from mile.safe_yaml import parse_yaml
 from mile.tuning import format_plan_notation
 
 

@@ -2,12 +2,15 @@
 
 Only trainable parameters are stored (a PEFT run's checkpoint is the size of its adapters). Each checkpoint is
 written into a fresh folder that is renamed into place, and `last` is switched atomically, so a kill at any
-moment leaves the previous checkpoint whole and readable.
+moment leaves the previous checkpoint whole and readable. Every file written here gets a SHA-256 digest beside
+it (`<file>.sha256`; a checkpoint's in its `manifest.json`), checked on every read: a run never uses weights or
+state it did not write. Files from before digests existed are read unchecked.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import shutil
 from dataclasses import asdict, dataclass
@@ -15,12 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mile.atomic import atomic_write_text
+from mile.atomic import atomic_write_text, sha256_file
+from mile.model.checkpoints import CheckpointError
 
-TRAINABLE, OPTIMIZER, PROGRESS = "trainable.safetensors", "optimizer.pt", "progress.json"
+TRAINABLE, OPTIMIZER, PROGRESS, MANIFEST = (
+    "trainable.safetensors",
+    "optimizer.pt",
+    "progress.json",
+    "manifest.json",
+)
+RESTART = "restart the run from scratch (mile train --restart)"
 
 
 @dataclass
@@ -38,12 +49,33 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_trainable(model: nn.Module, file: Path) -> None:
+    """The trainable weights as safetensors, with their digest in `<file>.sha256`."""
     save_file(trainable_state(model), str(file), metadata={"format": "mile-vqa-trainable"})
+    atomic_write_text(_digest_file(file), sha256_file(file) + "\n")
+
+
+def _digest_file(file: Path) -> Path:
+    return file.with_name(file.name + ".sha256")
+
+
+def verify_digest(file: Path, expected: str | None, what: str = RESTART) -> None:
+    """Raise CheckpointError unless `file` exists and hashes to `expected` (None: no digest was recorded)."""
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; {what}")
+    if expected is not None and sha256_file(file) != expected:
+        raise CheckpointError(
+            f"{file} is damaged: it is not the file training wrote (SHA-256 differs); {what}"
+        )
 
 
 def load_trainable(model: nn.Module, file: Path) -> None:
-    """Load trainable weights; every trainable parameter must be present and every key known."""
-    state = load_file(str(file))
+    """Load trainable weights (digest checked); every trainable parameter must be present and every key known."""
+    digest = _digest_file(file)
+    verify_digest(file, digest.read_text().strip() if digest.is_file() else None)
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{file} cannot be read as safetensors ({exc}); {RESTART}") from None
     params = dict(model.named_parameters())
     unknown = sorted(set(state) - set(params))
     missing = sorted(n for n, p in params.items() if p.requires_grad and n not in state)
@@ -71,12 +103,14 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer, scheduler, pro
     tmp = directory / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_trainable(model, tmp / TRAINABLE)
+    save_file(trainable_state(model), str(tmp / TRAINABLE), metadata={"format": "mile-vqa-trainable"})
     torch.save(
         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
         tmp / OPTIMIZER,
     )
     (tmp / PROGRESS).write_text(json.dumps(asdict(progress)))
+    digests = {f: sha256_file(tmp / f) for f in (TRAINABLE, OPTIMIZER, PROGRESS)}
+    (tmp / MANIFEST).write_text(json.dumps(digests, indent=2))
     final = directory / name
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -88,20 +122,50 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer, scheduler, pro
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint `last` names; None when there is none yet. A `last` that names no checkpoint is an
+    error, not a fresh start: resuming from epoch 1 would silently throw the run's progress away."""
     pointer = directory / "last"
     if not pointer.is_file():
         return None
-    path = directory / pointer.read_text().strip()
-    return path if (path / PROGRESS).is_file() else None
+    name = pointer.read_text(errors="replace").strip()
+    path = directory / name
+    if not name or name.startswith(".") or "/" in name or not (path / PROGRESS).is_file():
+        raise CheckpointError(
+            f"{pointer} names {name!r}, which is not a checkpoint in {directory}; {RESTART}"
+        )
+    return path
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> Progress:
+    """Restore a checkpoint written by save_checkpoint, every file checked against its manifest."""
+    digests = _manifest(path)
+    for name in (TRAINABLE, OPTIMIZER, PROGRESS):
+        verify_digest(path / name, digests.get(name))
     load_trainable(model, path / TRAINABLE)
-    state = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
+        progress = Progress(**json.loads((path / PROGRESS).read_text()))
+    except (OSError, RuntimeError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); {RESTART}"
+        ) from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    return Progress(**json.loads((path / PROGRESS).read_text()))
+    return progress
+
+
+def _manifest(path: Path) -> dict[str, str]:
+    file = path / MANIFEST
+    if not file.is_file():
+        return {}  # a checkpoint from before manifests existed
+    try:
+        digests = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{file} cannot be read ({exc}); {RESTART}") from None
+    if not isinstance(digests, dict):
+        raise CheckpointError(f"{file} is not a manifest of digests; {RESTART}")
+    return digests
 
 
 def _rng_state() -> dict:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mile.atomic import atomic_write_json, atomic_write_text
-from mile.config import Config, ConfigError, config_differences, parse_yaml, validate_config
+from mile.config import Config, ConfigError, config_differences, validate_config
+from mile.safe_yaml import parse_yaml
 
 PACKAGES = (
     "mile-vqa",

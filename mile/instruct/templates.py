@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from mile.data.errors import DataError
+from mile.safe_yaml import YAMLError, parse_yaml
 
 PLACEHOLDERS = ("question", "options")
 OPTION_PLACEHOLDERS = ("letter", "text")
@@ -188,10 +189,10 @@ def load_templates(source: str | os.PathLike[str] | None = None) -> TemplateSet:
         )
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else parse_yaml(text)
     except FileNotFoundError as exc:
         raise TemplateError(f"{path}: template file not found") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError, YAMLError) as exc:
         raise TemplateError(f"{path}: cannot read template file ({exc})") from exc
     return parse_template_set(data, str(path))
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mile.config import Config, ConfigError, load_config, parse_yaml, validate_config
+from mile.config import Config, ConfigError, load_config, validate_config
+from mile.safe_yaml import parse_yaml
 from mile.tuning import PlanError, parse_plan_notation
 from mile.tuning.base import TOWERS
 
