@@ -20,6 +20,7 @@ from mile.tuning.plan import PlanConfig
 
 # Upper bounds for counts, so that an absurd value (1e15) is a config error, not a traceback deep in a loop.
 MAX_BATCH, MAX_TOKENS, MAX_COUNT = 2**16, 512, 2**31 - 1
+MAX_BEAMS = 64  # `mile predict --beams` repeats this bound (mile/cli/main.py; a test checks they agree)
 
 
 class Section(BaseModel):
@@ -133,7 +134,7 @@ class TrainSection(Section):
 
 
 class EvalSection(Section):
-    num_beams: int = Field(default=3, ge=1, le=64)
+    num_beams: int = Field(default=3, ge=1, le=MAX_BEAMS)
     max_new_tokens: int = Field(default=10, ge=1, le=MAX_TOKENS)
     min_new_tokens: int = Field(
         default=1, ge=0, le=MAX_TOKENS
@@ -143,8 +144,16 @@ class EvalSection(Section):
     compile: bool = False  # torch.compile the image and question encoders for evaluation
 
     def generation(self, num_beams: int | None = None) -> GenerationConfig:
+        """The generation settings, with `num_beams` (None: this section's) held to eval.num_beams's bounds."""
+        if num_beams is None:
+            num_beams = self.num_beams
+        # `is None`, not `or`: a 0 must be refused, not silently replaced by the default
+        elif isinstance(num_beams, bool) or not isinstance(num_beams, int) or not 1 <= num_beams <= MAX_BEAMS:
+            raise ConfigError(
+                f"num_beams must be an integer from 1 to {MAX_BEAMS} (as eval.num_beams), got {num_beams!r}"
+            )
         return GenerationConfig(
-            num_beams=num_beams or self.num_beams,
+            num_beams=num_beams,
             max_new_tokens=self.max_new_tokens,
             min_new_tokens=self.min_new_tokens,
         )
@@ -219,7 +228,7 @@ def validate_config(data: dict[str, Any], source: str = "<config>") -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        problems = {**problems, **validation_problems(exc)}
+        problems = {**validation_problems(exc), **problems}  # ours says more about nan than "> 0"
     if problems:
         lines = [f"  {key}: {problem}" for key, problem in problems.items()]
         raise ConfigError("\n".join([f"{len(lines)} problem(s) in config {source}:", *lines]))

@@ -74,3 +74,41 @@ def test_yaml_tags_cannot_build_objects(tmp_path):
 
 def test_config_schema_is_closed():
     assert Config.model_config["extra"] == "forbid"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.lr=1e400", "train.lr"),  # YAML reads 1e400 as inf
+        ("train.weight_decay=.inf", "train.weight_decay"),
+        ("train.max_grad_norm=.nan", "train.max_grad_norm"),
+        ("data.options={scale: -.inf}", "data.options.scale"),
+    ],
+)
+def test_non_finite_numbers_are_refused_anywhere_with_their_key(override, key):
+    with pytest.raises(ConfigError, match=f"{key}: must be a finite number"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.batch_size=1e23", "train.batch_size"),
+        ("train.seed=1e23", "train.seed"),
+        ("train.seed=-1", "train.seed"),
+        ("train.epochs=10000000", "train.epochs"),
+        ("eval.num_beams=1000", "eval.num_beams"),
+        ("model.image_size=100000", "model.image_size"),
+        ("data.max_question_len=100000", "data.max_question_len"),
+    ],
+)
+def test_absurd_counts_are_config_errors_not_tracebacks(override, key):
+    with pytest.raises(ConfigError, match=f"{key}:"):
+        load_config(None, [override])
+
+
+def test_a_second_section_of_the_same_name_is_refused(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("train:\n  lr: 0.001\n  epochs: 3\nmodel: {size: tiny}\ntrain:\n  batch_size: 4\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'train' \(lines 1 and 5\)"):
+        load_config(file)

@@ -9,8 +9,10 @@ import typer
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from mile.atomic import WriteError
     from mile.config import ConfigError
     from mile.data.errors import DataError
+    from mile.engine.checkpoint import NonFiniteWeights
     from mile.engine.train import NonFiniteLoss
     from mile.model.checkpoints import CheckpointError
     from mile.report.compare import CompareError
@@ -23,6 +25,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
         CompareError,
         PlanError,
         NonFiniteLoss,
+        NonFiniteWeights,
+        WriteError,
         FileNotFoundError,
     )
 

@@ -86,7 +86,11 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
     image: Annotated[Path, typer.Option(help="image file")],
     question: Annotated[list[str], typer.Option(help="question (repeatable)")],
-    beams: Annotated[int | None, typer.Option(help="beam count (default: the run's)")] = None,
+    # refused while parsing, before the model loads; the bounds are eval.num_beams's (MAX_BEAMS in mile/config.py,
+    # not imported here: it loads torch and peft, seconds before even --help)
+    beams: Annotated[
+        int | None, typer.Option(min=1, max=64, help="beam count (default: the run's eval.num_beams)")
+    ] = None,
 ) -> None:
     """Answer questions about one image with a trained run."""
     from mile.cli.run import predict_command

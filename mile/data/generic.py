@@ -76,7 +76,7 @@ def load_generic(
     split: str = "train",
     *,
     image_root: str | os.PathLike[str] | None = None,
-    verify_images: bool = False,
+    verify_images: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadResult:
     """Load a generic JSONL/JSON file (see the module docstring for the format)."""

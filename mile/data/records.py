@@ -336,7 +336,7 @@ def collect_samples(
     *,
     id_key: str,
     expected: str,
-    verify_images: bool = False,
+    verify_images: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadResult:
     """Run `parse` over `records`, keeping valid samples and counting bad ones.
@@ -344,7 +344,8 @@ def collect_samples(
     `parse(index, record)` returns a Sample, None for a record filtered out on purpose (e.g. another language),
     or raises `BadRecordError` / `PathEscapeError`. Here we add the checks every format shares: each record is a
     JSON object (`expected` describes its fields for the error), ids are unique, the image file exists and, with
-    `verify_images`, decodes (which opens every image once: slower, but catches corrupt files before training).
+    `verify_images` (the default), decodes fully: every image is opened once (about 1 ms each; SLAKE's 546 take
+    0.5 s), so a truncated or unreadable file is a bad record here, not an error mid-epoch or mid-evaluation.
     """
     bad = BadRecords(file=file)
     samples: list[Sample] = []

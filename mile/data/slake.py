@@ -38,7 +38,7 @@ def load_slake(
     split: str = "train",
     *,
     language: str = "en",
-    verify_images: bool = False,
+    verify_images: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadResult:
     """Load one SLAKE split. `language` keeps English (`en`), Chinese (`zh`) or `all` questions.

@@ -28,7 +28,7 @@ def load_vqa_rad(
     root: str | os.PathLike[str],
     split: str = "train",
     *,
-    verify_images: bool = False,
+    verify_images: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadResult:
     """Load VQA-RAD split `train`, `test` or `public` (the original release file).

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mile.atomic import atomic_write_text, sha256_file
+from mile.atomic import WRITE_FAILURES, atomic_write, atomic_write_text, sha256_file, write_failure
 from mile.model.checkpoints import CheckpointError
 
 TRAINABLE, OPTIMIZER, PROGRESS, MANIFEST = (
@@ -48,10 +48,32 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+class NonFiniteWeights(RuntimeError):
+    """Trainable weights hold NaN or inf; they are never written (a saved NaN model looks like a result)."""
+
+
+def finite_state(model: nn.Module, what: str) -> dict[str, torch.Tensor]:
+    """The trainable state, refused (NonFiniteWeights) when any tensor holds NaN or inf."""
+    state = trainable_state(model)
+    bad = [name for name, value in state.items() if not torch.isfinite(value).all()]
+    if bad:
+        raise NonFiniteWeights(
+            f"{len(bad)} of {len(state)} trainable tensors hold NaN or inf (e.g. {', '.join(bad[:3])}); "
+            f"{what} was not written"
+        )
+    return state
+
+
 def save_trainable(model: nn.Module, file: Path) -> None:
-    """The trainable weights as safetensors, with their digest in `<file>.sha256`."""
-    save_file(trainable_state(model), str(file), metadata={"format": "mile-vqa-trainable"})
-    atomic_write_text(_digest_file(file), sha256_file(file) + "\n")
+    """The trainable weights as safetensors (atomically; refused when not finite), with their digest in
+    `<file>.sha256`."""
+    state = finite_state(model, str(file))
+
+    def write(tmp: str) -> None:  # the digest goes first: weights are never in place without theirs
+        save_file(state, tmp, metadata={"format": "mile-vqa-trainable"})
+        atomic_write_text(_digest_file(file), sha256_file(tmp) + "\n")
+
+    atomic_write(file, write)
 
 
 def _digest_file(file: Path) -> Path:
@@ -98,22 +120,28 @@ def load_trainable(model: nn.Module, file: Path) -> None:
 
 def save_checkpoint(directory: Path, model: nn.Module, optimizer, scheduler, progress: Progress) -> Path:
     """Write checkpoints/step-N, then point checkpoints/last at it; older checkpoints are removed."""
-    directory.mkdir(parents=True, exist_ok=True)
     name = f"step-{progress.step:08d}-b{progress.batches_done}"
+    state = finite_state(model, f"checkpoint {name}")
     tmp = directory / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / TRAINABLE), metadata={"format": "mile-vqa-trainable"})
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-        tmp / OPTIMIZER,
-    )
-    (tmp / PROGRESS).write_text(json.dumps(asdict(progress)))
-    digests = {f: sha256_file(tmp / f) for f in (TRAINABLE, OPTIMIZER, PROGRESS)}
-    (tmp / MANIFEST).write_text(json.dumps(digests, indent=2))
-    final = directory / name
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(state, str(tmp / TRAINABLE), metadata={"format": "mile-vqa-trainable"})
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+            tmp / OPTIMIZER,
+        )
+        (tmp / PROGRESS).write_text(json.dumps(asdict(progress)))
+        digests = {f: sha256_file(tmp / f) for f in (TRAINABLE, OPTIMIZER, PROGRESS)}
+        (tmp / MANIFEST).write_text(json.dumps(digests, indent=2))
+        final = directory / name
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    except WRITE_FAILURES as exc:
+        error = write_failure(directory / name, exc)  # measures the free space before the cleanup
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space back: the status still has to be written
+        raise error from exc
     atomic_write_text(directory / "last", name)
     for old in directory.glob("step-*"):
         if old.name != name:

@@ -9,6 +9,7 @@ import torch
 
 from mile.atomic import atomic_write_json
 from mile.config import Config, validate_config
+from mile.data.errors import DataError
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import load_trainable
 from mile.engine.datasets import load_split
@@ -20,6 +21,7 @@ from mile.engine.rundir import RunDir
 from mile.engine.train import WEIGHTS_FILE, make_accelerator, run_device
 from mile.model.generation import generate
 from mile.pretrained import save_pretrained
+from mile.tokenizer import MileTokenizer
 
 
 def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Session:
@@ -53,12 +55,35 @@ def cpu_precision(session: Session) -> Precision:
 
 @torch.no_grad()
 def answer(session: Session, image: str, questions: list[str], num_beams: int | None = None) -> list[str]:
+    """An answer to each question about `image`; `num_beams` None: the run's eval.num_beams.
+
+    Raises DataError for a blank question or an unreadable image, ConfigError for a beam count out of bounds."""
+    generation = session.config.eval.generation(num_beams)  # checked before the image is read
+    check_questions(session.tokenizer, questions)
     pixels = session.transform(train=False)(image)[None].expand(len(questions), -1, -1, -1)
     ids, mask = session.tokenizer.encode_questions(questions)
-    generation = session.config.eval.generation(num_beams)
     with cpu_precision(session).autocast():
         out = generate(session.model, ids, mask, pixels=pixels, config=generation)
     return session.tokenizer.decode(out)
+
+
+def check_questions(tokenizer: MileTokenizer, questions: list[str]) -> None:
+    """Refuse an empty list and blank questions: the model would answer a question it was never asked."""
+    if isinstance(questions, str):  # iterating it would ask one question per character
+        raise DataError(f"questions must be a list of strings, got the string {questions[:40]!r}")
+    if not questions:
+        raise DataError("no questions to answer")
+    bad = [q for q in questions if not isinstance(q, str)]
+    if bad:
+        raise DataError(f"questions must be text, got {type(bad[0]).__name__} {bad[0]!r}")
+    # blank = nothing the tokenizer keeps ([ENC] and [SEP] only): also catches zero-width spaces and control
+    # characters, which str.strip() leaves in place
+    for position, count in enumerate(tokenizer.count_tokens(questions), 1):
+        if count <= 2:
+            raise DataError(
+                f"question {position} of {len(questions)} is blank ({questions[position - 1][:40]!r}): "
+                "ask something about the image"
+            )
 
 
 def probe_run(run: RunDir, split: str | None = None, limit: int = 0, seed: int = 0) -> dict[str, Any]:

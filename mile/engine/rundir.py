@@ -6,6 +6,7 @@ log.txt              human-readable log             train_stats.json peak memory
 train_log.jsonl      loss, lr, throughput per log   data_report.json bad records per split
 tb/                  TensorBoard events             checkpoints/     resumable training state
 weights/             trained weights (plan + trainable state) for eval / predict
+.reserve             256 KiB set aside for status.json, freed when the disk fills up
 eval/<split>/        metrics.json, predictions.jsonl
 """
 
@@ -19,9 +20,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mile.atomic import atomic_write_json, atomic_write_text
+from mile.atomic import WriteError, append_line, atomic_write_json, atomic_write_text, write_failure
 from mile.config import Config, ConfigError, config_differences, validate_config
 from mile.safe_yaml import parse_yaml
+
+# Set aside at creation and deleted when the disk is full, so that the final status can still be written.
+RESERVE, RESERVE_BYTES = ".reserve", 256 * 1024
 
 PACKAGES = (
     "mile-vqa",
@@ -55,9 +59,14 @@ class RunDir:
         return self.path / "eval" / split
 
     def create(self, config: Config, **facts: Any) -> RunDir:
-        """Write the config and env.json (versions, device, plus `facts` such as the precision used)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Write the config and env.json (versions, device, plus `facts` such as the precision used), and set
+        aside the space the final status will need."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_failure(self.path, exc) from exc
         self.remove_partial_files()
+        self._reserve()
         atomic_write_text(self / "config.yaml", config.to_yaml())
         atomic_write_json(self / "env.json", {**environment(), **facts})
         return self
@@ -89,13 +98,53 @@ class RunDir:
         return f"its config differs: {differences}" if differences else None
 
     def status(self) -> dict[str, Any]:
+        """The run's status; `unreadable` (with the reason) when status.json is not a JSON object with a state,
+        so that nothing takes such a run for done."""
         file = self / "status.json"
-        return json.loads(file.read_text()) if file.is_file() else {"state": "new"}
+        if not file.is_file():
+            return {"state": "new"}
+        try:
+            status = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return {"state": "unreadable", "error": f"{file} cannot be read ({exc})"}
+        if not isinstance(status, dict) or not isinstance(status.get("state"), str):
+            return {"state": "unreadable", "error": f"{file} holds no state"}
+        return status
 
     def set_status(self, state: str, **extra: Any) -> None:
-        atomic_write_json(
-            self / "status.json", {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-        )
+        """Write status.json. When the disk is full, the reserve file set aside at creation is given up so
+        that a final status (`done`, `failed`) can still be written."""
+        status = {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        try:
+            atomic_write_json(self / "status.json", status)
+        except WriteError:
+            if state == "running" or not self._release_reserve():
+                raise
+            atomic_write_json(self / "status.json", status)
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Mark the run failed with a one-line reason; when even that cannot be written, say so on stderr (the
+        process then exits non-zero with `exc`)."""
+        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()
+        try:
+            self.set_status("failed", error=reason[0] if reason else type(exc).__name__)
+        except (WriteError, OSError) as second:
+            print(f"mile: could not mark {self.path} failed: {second}", file=sys.stderr)
+
+    def _reserve(self) -> None:
+        reserve = self / RESERVE
+        if not reserve.is_file():
+            try:
+                reserve.write_bytes(b"\0" * RESERVE_BYTES)
+            except OSError:
+                reserve.unlink(missing_ok=True)  # already full: the run will fail at its first write
+
+    def _release_reserve(self) -> bool:
+        reserve = self / RESERVE
+        if not reserve.is_file():
+            return False
+        reserve.unlink()
+        return True
 
     def is_done(self) -> bool:
         return self.status().get("state") == "done"
@@ -107,12 +156,29 @@ class RunDir:
         return json.loads((self / name).read_text())
 
     def log(self, message: str) -> None:
-        with open(self / "log.txt", "a", encoding="utf-8") as handle:
-            handle.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+        append_line(self / "log.txt", f"{time.strftime('%H:%M:%S')} {message}")
 
     def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
-        with open(self / name, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self / name, json.dumps(record))
+
+    def trim_jsonl(self, name: str, last_step: int) -> int:
+        """Drop the records of `name` logged after `last_step` (a resumed run logs those steps again); a
+        torn last line (a kill mid-write) goes too. Returns how many lines were dropped."""
+        file = self / name
+        if not file.is_file():
+            return 0
+        lines = file.read_text(encoding="utf-8").splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= last_step:
+                kept.append(line)
+        if len(kept) != len(lines):
+            atomic_write_text(file, "".join(f"{line}\n" for line in kept))
+        return len(lines) - len(kept)
 
 
 def environment() -> dict[str, Any]:

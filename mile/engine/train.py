@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from mile.data.errors import DataError
 from mile.engine.batches import Collate, VQADataset, model_inputs
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import (
+    NonFiniteWeights,
     Progress,
     latest_checkpoint,
     load_checkpoint,
@@ -79,29 +82,31 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
     memory = tune_memory()  # before the first bf16 GEMM
     set_seed(cfg.train.seed)
     session = build_session(cfg)
-    if accelerator.is_main_process:
-        run.create(cfg, precision=precision.to_dict(), memory=memory)
-        run.set_status("running")
-        run.write_json("params.json", session.tuning.trainable_report())
-        run.log(session.load_report.summary())
-        run.log(precision.describe())
-        run.log(f"malloc: {memory['malloc']}; oneDNN primitive cache: {memory['onednn_primitive_cache']}")
     try:
+        if accelerator.is_main_process:
+            run.create(cfg, precision=precision.to_dict(), memory=memory)
+            run.set_status("running")
+            run.write_json("params.json", session.tuning.trainable_report())
+            run.log(session.load_report.summary())
+            run.log(precision.describe())
+            run.log(f"malloc: {memory['malloc']}; oneDNN primitive cache: {memory['onednn_primitive_cache']}")
         splits = _load_data(cfg, session, run, accelerator)
         cache = feature_cache(cfg, session, precision)
         usage = {}
         if cfg.train.epochs:
             trainer = Trainer(cfg, session, run, accelerator, cache, splits["train"].samples)
             usage = trainer.fit({k: v for k, v in splits.items() if k != "train"}, resume)
+        elif accelerator.is_main_process:  # nothing to train, but a done run always has its weights
+            save_trainable(session.model, run.weights / WEIGHTS_FILE)
         usage["precision"] = precision.used
         metrics = evaluate_splits(cfg, session, splits, run, accelerator, cache=cache, merge=True)
+        if accelerator.is_main_process:
+            run.write_json("train_stats.json", usage)
+            run.set_status("done")
     except BaseException as exc:
         if accelerator.is_main_process:
-            run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+            run.record_failure(exc)
         raise
-    if accelerator.is_main_process:
-        run.write_json("train_stats.json", usage)
-        run.set_status("done")
     accelerator.wait_for_everyone()
     return metrics
 
@@ -111,6 +116,12 @@ def _load_data(cfg: Config, session: Session, run: RunDir, accelerator: Accelera
     evals = {split: load_split(cfg, split) for split in cfg.data.eval_splits}
     splits = {"train": load_train(cfg)} if cfg.train.epochs else {}
     reports = {}
+    for name, result in {**splits, **evals}.items():
+        if not result.samples:
+            raise DataError(
+                f"{result.bad.file}: no usable records for the {name} split "
+                f"({result.bad.n_records} read, {result.bad.n_bad} bad); check data.root and the split name"
+            )
     if splits:
         reports["leaks.json"] = guard_leaks(cfg, splits["train"], evals)
         if not splits["train"].samples:
@@ -194,23 +205,28 @@ class Trainer:
         t, acc = self.t, self.accelerator
         if resume:
             self._resume()
-        self.writer = _tensorboard(self.run) if acc.is_main_process else None
+        if acc.is_main_process:
+            # A process that died after logging steps its checkpoint does not hold: those steps come again.
+            # TensorBoard is told the same (purge_step).
+            dropped = self.run.trim_jsonl("train_log.jsonl", self.progress.step)
+            if dropped:
+                self.run.log(f"{dropped} log records after step {self.progress.step} dropped")
+            self.writer = _tensorboard(self.run, self.progress.step + 1)
         self._before = (self.progress.wall_s, self.progress.samples)
         with self.meter:
+            if self.progress.batches_done == 0:  # an epoch's evaluation the last process did not finish
+                self._epoch_evaluation(evals, self.progress.epoch)
             for epoch in range(self.progress.epoch, t.epochs):
                 self.progress.epoch = epoch
                 self._epoch()
                 self.progress.epoch, self.progress.batches_done = epoch + 1, 0
                 self._checkpoint()
-                if t.eval_every and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs:
-                    evaluate_splits(
-                        self.cfg, self.session, evals, self.run, acc, f"epoch-{epoch + 1}", self.cache
-                    )
+                self._epoch_evaluation(evals, epoch + 1)
         if self.writer is not None:
             self.writer.close()
         if acc.is_main_process:
-            self.run.weights.mkdir(parents=True, exist_ok=True)
-            save_trainable(acc.unwrap_model(self.model), self.run.weights / WEIGHTS_FILE)
+            with self._saving():
+                save_trainable(acc.unwrap_model(self.model), self.run.weights / WEIGHTS_FILE)
         return self._usage()
 
     def _resume(self) -> None:
@@ -222,12 +238,36 @@ class Trainer:
         p = self.progress
         self.run.log(f"resumed from {last} at epoch {p.epoch + 1}, batch {p.batches_done}, step {p.step}")
 
+    def _epoch_evaluation(self, evals: dict, epochs_done: int) -> None:
+        """Evaluate after `epochs_done` epochs when train.eval_every asks for it and it is not on disk yet (a
+        resumed run redoes one its last process did not finish; the weights are those of the checkpoint)."""
+        every, name = self.t.eval_every, f"epoch-{epochs_done}"
+        if not every or not epochs_done or epochs_done % every or epochs_done >= self.t.epochs:
+            return
+        if all((self.run.path / "eval" / name / split / "metrics.json").is_file() for split in evals):
+            return
+        evaluate_splits(self.cfg, self.session, evals, self.run, self.accelerator, name, self.cache)
+
     def _checkpoint(self) -> None:
         p = self.progress
         p.wall_s, p.samples = self._before[0] + self.meter.elapsed(), self._before[1] + self.meter.samples
         if self.accelerator.is_main_process:
             core = self.accelerator.unwrap_model(self.model)
-            save_checkpoint(self.run.checkpoints, core, self.optimizer, self.scheduler, self.progress)
+            with self._saving():
+                save_checkpoint(self.run.checkpoints, core, self.optimizer, self.scheduler, self.progress)
+
+    @contextmanager
+    def _saving(self) -> Iterator[None]:
+        """Say where training went wrong when the weights to save are not finite."""
+        try:
+            yield
+        except NonFiniteWeights as exc:
+            p = self.progress
+            last = latest_checkpoint(self.run.checkpoints)
+            raise NonFiniteWeights(
+                f"training diverged by step {p.step} (epoch {p.epoch + 1}): {exc}. Last good checkpoint: "
+                f"{last or 'none'}. Lower train.lr or keep train.max_grad_norm set."
+            ) from None
 
     def _epoch(self) -> None:
         p, acc = self.progress, self.accelerator
@@ -340,7 +380,7 @@ def _all_finite(loss: torch.Tensor, accelerator: Accelerator) -> bool:
     return bool(finite.item() > 0)
 
 
-def _tensorboard(run: RunDir):
+def _tensorboard(run: RunDir, first_step: int):
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(run / "tb"))
+    return SummaryWriter(log_dir=str(run / "tb"), purge_step=first_step)

@@ -152,7 +152,7 @@ def load_instruction(
     image_roots: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None = None,
     default_root: str | None = "slake",
     templates: str | os.PathLike[str] | TemplateSet | None = None,
-    verify_images: bool = False,
+    verify_images: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadResult:
     """Load an instruction file: `root` is the `.json`/`.jsonl` file or a folder with `<split>.json(l)`.

@@ -12,10 +12,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mile.config import Config, ConfigError
 from mile.engine.rundir import RunDir
 
 MARKERS = ("env.json", "status.json")
+# What the table reads from a metrics.json (mile.engine.metrics.score writes all of it): {"acc", "n"} of each
+METRIC_GROUPS = (
+    ("global",),
+    *(("rules", rule, group) for rule in ("yesno", "answer_type") for group in ("open", "closed")),
+)
+
+
+class CorruptFile(ValueError):
+    """A run file that is there but unusable (not JSON / YAML, or not what mile writes); the message says which
+    file, relative to the run directory, and why: `corrupt eval/test/metrics.json (not JSON: ...)`."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"corrupt {name} ({reason})")
+        self.name, self.reason = name, reason
 
 
 @dataclass
@@ -29,13 +45,18 @@ class RunRecord:
     log: list[dict[str, Any]] = field(default_factory=list)  # train_log.jsonl
 
     def metrics(self, split: str) -> dict[str, Any] | None:
-        file = self.path / "eval" / split / "metrics.json"
-        return _json(file) if file.is_file() else None
+        """eval/<split>/metrics.json; None when there is none, CorruptFile when it is not JSON or lacks the
+        accuracies and counts the table reads."""
+        name = f"eval/{split}/metrics.json"
+        metrics = read_object(self.path, name)
+        problem = metrics_problem(metrics) if metrics is not None else None
+        if problem:
+            raise CorruptFile(name, problem)
+        return metrics
 
     def probe(self, split: str) -> dict[str, Any] | None:
-        """`mile probe`'s eval/<split>/probe.json, if the run was probed."""
-        file = self.path / "eval" / split / "probe.json"
-        return _json(file) if file.is_file() else None
+        """`mile probe`'s eval/<split>/probe.json, if the run was probed (CorruptFile if it is not JSON)."""
+        return read_object(self.path, f"eval/{split}/probe.json")
 
     @property
     def first_split(self) -> str | None:
@@ -56,22 +77,35 @@ def find_run_dirs(root: str | Path) -> list[Path]:
 
 
 def load_run(path: Path) -> RunRecord:
-    run = RunDir(path)
-    status = run.status()
-    state, error = status.get("state", "new"), status.get("error")
+    """What a run directory holds; a run whose files cannot be read is state `invalid`, the reason its error
+    (a report lists it as left out instead of failing on it)."""
     try:
-        config = run.config()
-    except (ConfigError, ValueError) as exc:
-        return RunRecord(
-            path, "invalid", f"config.yaml does not validate: {str(exc).splitlines()[-1].strip()}"
-        )
-    record = RunRecord(path, state, error, config)
-    if (path / "params.json").is_file():
-        record.params = _json(path / "params.json")
-    if (path / "train_stats.json").is_file():
-        record.stats = _json(path / "train_stats.json") or {}
+        status = read_object(path, "status.json") or {"state": "new"}
+        if not isinstance(status.get("state", "new"), str):
+            raise CorruptFile("status.json", f"state is {status['state']!r}, not a name")
+        config = _read_config(RunDir(path))
+        params = read_object(path, "params.json")
+        stats = read_object(path, "train_stats.json") or {}
+    except (CorruptFile, ConfigError) as exc:
+        return RunRecord(path, "invalid", str(exc))
+    error = status.get("error")
+    record = RunRecord(path, status.get("state", "new"), None if error is None else str(error), config)
+    record.params, record.stats = params, stats
     record.log = read_jsonl(path / "train_log.jsonl")
     return record
+
+
+def _read_config(run: RunDir) -> Config:
+    try:
+        return run.config()
+    except ConfigError as exc:  # readable YAML, but not a valid config: the last line names the first problem
+        raise ConfigError(f"config.yaml does not validate: {str(exc).splitlines()[-1].strip()}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CorruptFile("config.yaml", f"not YAML: {getattr(exc, 'problem', None) or exc}{where}") from None
+    except (ValueError, OSError) as exc:  # not UTF-8, unreadable, or safe_yaml's size limits
+        raise CorruptFile("config.yaml", _short(exc)) from None
 
 
 def collect(root: str | Path) -> tuple[list[RunRecord], list[RunRecord]]:
@@ -86,7 +120,8 @@ def read_jsonl(file: Path) -> list[dict[str, Any]]:
     if not file.is_file():
         return []
     out = []
-    for line in file.read_text(encoding="utf-8").splitlines():
+    # bytes that are not UTF-8 spoil their own line only (it is then not JSON and is left out)
+    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             item = json.loads(line)
         except json.JSONDecodeError:
@@ -96,8 +131,42 @@ def read_jsonl(file: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _json(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+def read_object(run_path: Path, name: str) -> dict[str, Any] | None:
+    """The JSON object in file `name` of a run directory; None when there is no such file, CorruptFile when it
+    cannot be read, is not JSON or holds something other than an object (all mile writes there)."""
+    file = run_path / name
+    if not file.is_file():
         return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CorruptFile(name, f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8
+        raise CorruptFile(name, _short(exc)) from None
+    if not isinstance(data, dict):
+        raise CorruptFile(name, f"holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def metrics_problem(metrics: dict[str, Any]) -> str | None:
+    """Why a metrics.json cannot be tabulated (a missing group, an accuracy that is not a fraction); None: fine."""
+    for path in METRIC_GROUPS:
+        node: Any = metrics
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        where = ".".join(path)
+        if not isinstance(node, dict):
+            return f"lacks {where}"
+        acc, n = node.get("acc"), node.get("n")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            return f"{where}.n is {n!r}, not a count"
+        # None: an empty group; a number outside [0, 1] is not a fraction (a percentage, or garbage)
+        if acc is not None and (
+            isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1
+        ):
+            return f"{where}.acc is {acc!r}, not a fraction in [0, 1]"
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]

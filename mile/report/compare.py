@@ -20,6 +20,21 @@ GROUPS = ("global", "closed", "open")
 REQUIRED = ("id", "answer", "prediction", "answer_type", "correct")
 
 
+def _text(value: Any) -> str:
+    return " ".join(str(value).split())
+
+
+# What makes two predictions.jsonl records the same question (engine/evaluate.py writes all but `image`), each with
+# the normal form it is compared in: answers as scoring compares them, answer types as scoring reads them.
+QUESTION_FIELDS = {
+    "question": _text,
+    "image": _text,
+    "answer": normalize_answer,
+    "answer_type": lambda value: str(value).strip().upper(),
+    "question_type": _text,
+}
+
+
 class CompareError(ValueError):
     """The two runs cannot be compared (missing predictions, different questions)."""
 
@@ -80,6 +95,8 @@ def read_predictions(run_dir: Path, split: str) -> dict[str, dict[str, Any]]:
         if key in rows:
             raise CompareError(f"{file}, line {number}: question id {key!r} appears twice")
         rows[key] = row
+    if not rows:
+        raise CompareError(f"{file}: holds no predictions")
     return rows
 
 
@@ -96,17 +113,46 @@ def compare_runs(run_a: Path, run_b: Path, split: str, rule: str = "yesno") -> l
     a, b = read_predictions(run_a, split), read_predictions(run_b, split)
     if a.keys() != b.keys():
         only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        parts = [f"{len(only_a)} only in the first (e.g. {only_a[:3]})"] if only_a else []
+        parts += [f"{len(only_b)} only in the second (e.g. {only_b[:3]})"] if only_b else []
         raise CompareError(
-            f"{run_a} and {run_b} answered different questions on {split!r}: {len(only_a)} only in the first "
-            f"(e.g. {only_a[:3]}), {len(only_b)} only in the second (e.g. {only_b[:3]})"
+            f"{run_a} and {run_b} answered different questions on {split!r}: {', '.join(parts)}"
         )
+    check_same_questions(a, b, f"{run_a} and {run_b} on {split!r}")
     members: dict[str, list[str]] = {g: [] for g in GROUPS}
     for key, row in a.items():
-        if normalize_answer(row["answer"]) != normalize_answer(b[key]["answer"]):
-            raise CompareError(f"question {key!r} has different ground truths in {run_a} and {run_b}")
         members["global"].append(key)
         members["closed" if is_closed(row, rule) else "open"].append(key)
     return [_paired(group, keys, a, b) for group, keys in members.items()]
+
+
+def check_same_questions(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], where: str) -> None:
+    """Refuse ids that stand for different questions in `a` and `b` (another dataset version, a re-split, ids
+    reused): pairing them would test the runs on questions neither answered. Fields only one record holds are
+    not compared (records written before a field existed)."""
+    differing = {}
+    for key, row in a.items():
+        other = b[key]
+        fields = [
+            f
+            for f, norm in QUESTION_FIELDS.items()
+            if f in row and f in other and norm(row[f]) != norm(other[f])
+        ]
+        if fields:
+            differing[key] = fields
+    if not differing:
+        return
+    key, fields = next(iter(differing.items()))
+    values = "; ".join(f"{f} {_clip(a[key][f])} vs {_clip(b[key][f])}" for f in fields)
+    more = (
+        f" ({len(differing) - 1} more ids differ, e.g. {list(differing)[1:4]})" if len(differing) > 1 else ""
+    )
+    raise CompareError(f"question id {key!r} is a different question in {where}: {values}{more}")
+
+
+def _clip(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _paired(group: str, keys: list[str], a: dict, b: dict) -> Paired:

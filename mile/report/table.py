@@ -16,7 +16,7 @@ from mile.sweep.naming import config_leaves, format_value, varying_keys
 from mile.tuning.base import TOWERS
 from mile.tuning.notation import format_token
 
-from .collect import RunRecord
+from .collect import CorruptFile, RunRecord
 
 RULES = {
     "yesno": "closed = questions whose ground truth is yes/no (rule `yesno`, as the paper's Tables 1-4)",
@@ -86,7 +86,12 @@ def build_rows(
     left_out = []
     for record in records:
         chosen = split or record.first_split
-        metrics = record.metrics(chosen) if chosen else None
+        try:
+            metrics = record.metrics(chosen) if chosen else None
+            record.probe(chosen or "")  # read now: a corrupt probe.json leaves the run out, not the report
+        except CorruptFile as exc:
+            left_out.append((record, str(exc)))
+            continue
         if metrics is None:
             left_out.append((record, f"no eval/{chosen}/metrics.json"))
             continue

@@ -6,6 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from mile.cli.main import app
+from mile.config import MAX_BEAMS
 
 
 def mile(*args, cwd=None, check=True):
@@ -42,6 +46,27 @@ def test_eval_and_predict_on_a_finished_run(demo_run, demo_data):
         "predict", run, "--image", image, "--question", "is there a fracture?", "--question", "what organ?"
     )
     assert proc.stdout.count("Q: ") == 2 and proc.stdout.count("A: ") == 2
+
+
+def test_predict_refuses_blank_questions_and_bad_beam_counts(demo_run, demo_data):
+    run, _ = demo_run
+    image = sorted((demo_data / "images").iterdir())[0]
+    ask = ["predict", run, "--image", image, "--question", "what organ?"]
+    proc = mile(*ask, "--question", "  ", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "A: " not in proc.stdout
+    assert "question 2 of 2 is blank" in proc.stderr
+    for beams in ("0", "-2", str(MAX_BEAMS + 1)):  # 0 used to mean "the run's count"
+        proc = mile(*ask, f"--beams={beams}", check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--beams" in proc.stderr, beams
+
+
+def test_predict_beams_bounds_are_eval_num_beams_bounds(tmp_path):
+    # in-process: the parser's bounds, before the (missing) run is opened
+    ask = ["predict", str(tmp_path / "no-run"), "--image", "x.png", "--question", "what organ?"]
+    refused = CliRunner().invoke(app, [*ask, "--beams", str(MAX_BEAMS + 1)])
+    assert refused.exit_code == 2 and "--beams" in refused.output
+    parsed = CliRunner().invoke(app, [*ask, "--beams", str(MAX_BEAMS)])
+    assert isinstance(parsed.exception, FileNotFoundError) and "no-run" in str(parsed.exception)
 
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "mile" / "resources" / "configs" / "demo.yaml"

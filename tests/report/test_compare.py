@@ -96,3 +96,57 @@ def test_cli_compares_two_seeds_of_a_real_tiny_study(tiny_study):
     assert 0 <= g["p_mcnemar"] <= 1 and g["only_a"] + g["only_b"] <= g["n"]
     table = CliRunner().invoke(app, ["compare", str(seeds[0]), str(seeds[1])])
     assert table.exit_code == 0 and "exact McNemar" in table.output and "global" in table.output
+
+
+def edit_predictions(run, split="test", **changes):
+    """Rewrite a run's predictions: changes = {question id: {field: new value, or None to drop it}}."""
+    file = run / "eval" / split / "predictions.jsonl"
+    rows = [json.loads(line) for line in file.read_text().splitlines()]
+    for row in rows:
+        for key, value in changes.get(str(row["id"]), {}).items():
+            if value is None:
+                row.pop(key, None)
+            else:
+                row[key] = value
+    file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_ids_that_stand_for_different_questions_are_refused_naming_the_fields(tmp_path):
+    a = run_with(tmp_path, "a", ["yes"] * 5)
+    b = edit_predictions(
+        run_with(tmp_path, "b", ["no"] * 5),
+        **{"3": {"question": "which organ is this?", "answer_type": "CLOSED"}, "4": {"image": "x.png"}},
+    )
+    edit_predictions(a, **{"4": {"image": "y.png"}})
+    with pytest.raises(
+        CompareError,
+        match=r"question id '3' is a different question in .*'test': question 'q' vs 'which organ is this\?'; "
+        r"answer_type 'OPEN' vs 'CLOSED' \(1 more ids differ, e\.g\. \['4'\]\)",
+    ):
+        compare_runs(a, b, "test")
+
+
+def test_only_fields_both_records_hold_are_compared_and_long_values_are_cut(tmp_path):
+    a = run_with(tmp_path, "a", ["yes"] * 5)
+    b = edit_predictions(
+        run_with(tmp_path, "b", ["no"] * 5), **{"1": {"question": None}, "2": {"answer": "NO "}}
+    )
+    assert compare_runs(a, b, "test")[0].n == 5  # question 1 has no text in b; "NO " scores as "no"
+    edit_predictions(b, **{"5": {"question": "why " * 100}})
+    with pytest.raises(CompareError, match=r"question id '5'") as error:
+        compare_runs(a, b, "test")
+    assert "why why" in str(error.value) and "..." in str(error.value) and len(str(error.value)) < 300
+
+
+def test_a_subset_or_an_empty_file_is_refused(tmp_path):
+    a = run_with(tmp_path, "a", ["yes"] * 5)
+    subset = write_predictions(tmp_path / "sub", [(1, "yes", "yes", "CLOSED")])
+    with pytest.raises(CompareError, match=r"different questions on 'test': 4 only in the first") as error:
+        compare_runs(a, subset, "test")
+    assert "only in the second" not in str(error.value)
+    empty = tmp_path / "empty" / "eval" / "test"
+    empty.mkdir(parents=True)
+    (empty / "predictions.jsonl").write_text("")
+    with pytest.raises(CompareError, match=r"predictions.jsonl: holds no predictions"):
+        compare_runs(tmp_path / "empty", tmp_path / "empty", "test")

@@ -172,3 +172,50 @@ def test_label_dir_names_rows_by_their_run_directories_without_the_seed(fake_run
     assert "| a-direct |" in write_report(runs_root, label="dir").markdown
     with pytest.raises(ValueError, match="--label 'name'"):
         write_report(runs_root, label="name")
+
+
+def test_a_corrupt_metrics_json_is_not_called_missing(fake_run, runs_root):
+    fake_run("ok", acc=metrics(0.5, 0.5, 0.5))
+    fake_run("no-eval", plan="T-F-T")
+    fake_run("not-json", plan="F-T-T", acc=metrics(0.5, 0.5, 0.5))
+    (runs_root / "not-json" / "eval" / "test" / "metrics.json").write_text('{"global": {"acc": 0.5,')
+    fake_run("no-rules", plan="F-F-T", acc={"split": "test", "global": {"acc": 0.5, "n": 30}})
+    fake_run("percent", plan="T-T-F", acc=metrics(50, 80, 70))  # percentages where fractions belong
+    fake_run("a-list", plan="T-F-F", acc=[0.5])
+    report = write_report(runs_root)
+    reasons = {r.path.name: why for r, why in report.left_out}
+    assert [r.runs[0].path.name for r in report.rows] == ["ok"]
+    assert reasons["no-eval"] == "no eval/test/metrics.json"
+    assert reasons["not-json"].startswith("corrupt eval/test/metrics.json (not JSON: ")
+    assert reasons["no-rules"] == "corrupt eval/test/metrics.json (lacks rules.yesno.open)"
+    assert reasons["percent"] == "corrupt eval/test/metrics.json (global.acc is 70, not a fraction in [0, 1])"
+    assert reasons["a-list"] == "corrupt eval/test/metrics.json (holds a JSON list, not an object)"
+    assert "`not-json`: corrupt eval/test/metrics.json (not JSON" in report.markdown
+
+
+def test_garbled_run_files_leave_the_run_out_with_the_reason(fake_run, runs_root):
+    fake_run("ok", acc=metrics(0.5, 0.5, 0.5))
+    garbled = {
+        "status.json": '{"state": "do',
+        "config.yaml": "plan: [frozen\ntrain: {lr: : 1}\n",
+        "params.json": "[1, 2]",
+        "train_stats.json": "\xff\xfe",
+        "eval/test/probe.json": "{",
+    }
+    for number, name in enumerate(garbled):
+        fake_run(f"bad-{number}", seed=10 + number, acc=metrics(0.5, 0.5, 0.5))
+        (runs_root / f"bad-{number}" / name).write_bytes(garbled[name].encode("latin-1"))
+    fake_run("list-status", seed=20, acc=metrics(0.5, 0.5, 0.5))
+    (runs_root / "list-status" / "status.json").write_text('["done"]')
+    report = write_report(runs_root)
+    reasons = {r.path.name: why for r, why in report.left_out}
+    assert [r.runs[0].path.name for r in report.rows] == ["ok"]
+    assert reasons["bad-0"].startswith("invalid: corrupt status.json (not JSON: ")
+    assert (
+        reasons["bad-1"].startswith("invalid: corrupt config.yaml (not YAML: ")
+        and "at line 2" in reasons["bad-1"]
+    )
+    assert reasons["bad-2"] == "invalid: corrupt params.json (holds a JSON list, not an object)"
+    assert reasons["bad-3"].startswith("invalid: corrupt train_stats.json (UnicodeDecodeError")
+    assert reasons["bad-4"].startswith("corrupt eval/test/probe.json (not JSON: ")
+    assert reasons["list-status"] == "invalid: corrupt status.json (holds a JSON list, not an object)"

@@ -1,0 +1,209 @@
+"""Chaos (slow suite): a training run killed at random moments again and again, or run out of disk space again
+and again, and resumed each time, ends byte-identical to an uninterrupted run: weights, metrics, predictions and
+the training log."""
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+CONFIG = """
+model: {size: tiny, image_size: 32}
+plan: {vision: full, text_encoder: full, text_decoder: {method: lora, r: 4}}
+data: {dataset: demo, limit: 32}
+train: {epochs: 2, batch_size: 4, lr: 0.001, log_every: 1, seed: 3, checkpoint_every: 1, eval_every: 1}
+eval: {batch_size: 8, num_beams: 2, max_new_tokens: 3}
+"""
+KILLS = 8
+STEPS = 16  # 32 questions in batches of 4, two epochs
+UNSHARE = shutil.which("unshare")
+
+
+def _train(cfg: Path, out: Path, name: str) -> list[str]:
+    return [sys.executable, "-m", "mile", "train", str(cfg), f"run.output_dir={out}", f"run.name={name}"]
+
+
+def _assert_same_run(whole: Path, other: Path) -> None:
+    a, b = (load_file(str(r / "weights" / "trainable.safetensors")) for r in (whole, other))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("eval/test/metrics.json", "eval/test/predictions.jsonl", "eval/epoch-1/test/metrics.json"):
+        assert (whole / name).read_bytes() == (other / name).read_bytes(), name
+    logs = [[json.loads(x) for x in (r / "train_log.jsonl").read_text().splitlines()] for r in (whole, other)]
+    assert [(r["step"], r["loss"], r["lr"]) for r in logs[0]] == [
+        (r["step"], r["loss"], r["lr"]) for r in logs[1]
+    ]
+    assert json.loads((other / "status.json").read_text())["state"] == "done"
+
+
+def _last_step(run: Path) -> int:
+    try:
+        return int((run / "checkpoints" / "last").read_text().split("-")[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+@pytest.fixture
+def whole(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG)
+    subprocess.run(_train(cfg, tmp_path, "whole"), check=True, capture_output=True, timeout=600)
+    return cfg, tmp_path / "whole"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_killed_again_and_again_then_resumed_ends_byte_identical(whole, tmp_path, seed):
+    cfg, whole_run = whole
+    rng = random.Random(seed)
+    # kill moments: once the checkpoint of a random step is on disk, plus up to 0.4 s (mid step, mid checkpoint
+    # write, mid evaluation after step 8 or 16, or during start-up when the target is already passed)
+    targets = sorted(rng.randint(0, STEPS) for _ in range(KILLS))
+    run, kills, processes, err = tmp_path / "broken", 0, 0, tmp_path / "stderr.txt"
+    while True:  # until a process is let finish
+        processes += 1
+        with open(err, "w") as stderr:
+            proc = subprocess.Popen(_train(cfg, tmp_path, "broken"), stdout=subprocess.DEVNULL, stderr=stderr)
+            if kills < KILLS:
+                deadline = time.time() + 300
+                while _last_step(run) < targets[kills] and proc.poll() is None and time.time() < deadline:
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, 0.4))
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    kills += 1
+                    continue
+            proc.wait(timeout=600)
+        assert proc.returncode == 0, err.read_text()[-2000:]
+        break
+    print(f"seed {seed}: {kills} kills, {processes} processes")  # shown on failure
+    assert kills >= KILLS // 2, "the run kept finishing before it could be killed"
+    assert (run / "log.txt").read_text().count("resumed from") >= 1
+    _assert_same_run(whole_run, run)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_again_and_again_then_resumed_ends_byte_identical(whole, tmp_path):
+    cfg, whole_run = whole
+    if UNSHARE is None or subprocess.run([UNSHARE, "-rm", "true"], capture_output=True).returncode != 0:
+        _fill_with_a_patched_writer(cfg, tmp_path, whole_run)
+        return
+    rng = random.Random(7)
+    free_kib = [rng.randint(0, 30_000) for _ in range(8)]  # the run needs about 28 MB at its peak
+    out = tmp_path / "tmpfs-out"
+    out.mkdir()
+    script = textwrap.dedent(
+        f"""
+        set -u
+        mnt=$(mktemp -d)
+        mount -t tmpfs -o size=64m tmpfs "$mnt"
+        i=0
+        for free in {" ".join(map(str, free_kib))}; do
+            avail=$(df --output=avail -k "$mnt" | tail -1)
+            if [ "$avail" -gt "$free" ]; then head -c $(( (avail - free) * 1024 )) /dev/zero > "$mnt/filler"; fi
+            {" ".join(_train(cfg, Path("$mnt"), "r"))} > {out}/attempt-$i.txt 2>&1
+            echo $? > {out}/rc-$i
+            cp "$mnt/r/status.json" {out}/status-$i.json 2>/dev/null
+            rm -f "$mnt/filler"
+            i=$((i + 1))
+        done
+        {" ".join(_train(cfg, Path("$mnt"), "r"))} > {out}/final.txt 2>&1
+        echo $? > {out}/rc-final
+        cp -r "$mnt/r" {out}/r
+        umount "$mnt" && rmdir "$mnt"
+        """
+    )
+    subprocess.run([UNSHARE, "-rm", "bash", "-c", script], check=True, timeout=1800)
+    failed = 0
+    for i, free in enumerate(free_kib):
+        rc, text = int((out / f"rc-{i}").read_text()), (out / f"attempt-{i}.txt").read_text()
+        assert "Traceback" not in text, f"attempt {i} ({free} KiB free):\n{text[-3000:]}"
+        if rc != 0:
+            failed += 1
+            assert rc == 2 and "error: cannot write" in text, (
+                f"attempt {i} ({free} KiB free):\n{text[-3000:]}"
+            )
+            if (out / f"status-{i}.json").is_file():
+                status = json.loads((out / f"status-{i}.json").read_text())
+                assert status["state"] == "failed" and "\n" not in status["error"], status
+            else:  # not even the run folder could be written: said on stderr
+                assert "could not mark" in text, text[-3000:]
+    print(f"free KiB {free_kib}: {failed} attempts failed")
+    assert failed >= 3, "the disk never filled up: the sizes no longer match the run"
+    assert (out / "rc-final").read_text().strip() == "0", (out / "final.txt").read_text()[-3000:]
+    _assert_same_run(whole_run, out / "r")
+
+
+def _fill_with_a_patched_writer(cfg: Path, tmp_path: Path, whole_run: Path) -> None:
+    """Where no tmpfs can be mounted: the run's writers raise ENOSPC once a random byte budget is spent."""
+    from mile.config import load_config
+    from mile.engine.rundir import RunDir
+    from mile.engine.train import train_run
+
+    config = load_config(cfg, [f"run.output_dir={tmp_path}", "run.name=r"])
+    run, rng, failed = RunDir(tmp_path / "r"), random.Random(7), 0
+    for _ in range(8):
+        with _disk_budget(rng.randint(0, 30_000_000)):
+            try:
+                train_run(config, run)
+            except Exception as exc:  # noqa: BLE001 - the chaos: only write errors may come out
+                from mile.atomic import WriteError
+
+                assert isinstance(exc, WriteError), repr(exc)
+                assert run.status()["state"] == "failed"
+                failed += 1
+    assert failed >= 3
+    train_run(config, run)
+    _assert_same_run(whole_run, run.path)
+
+
+class _disk_budget:
+    """Patch the writers a run uses so that they fail with ENOSPC once `budget` bytes have been written."""
+
+    def __init__(self, budget: int):
+        self.left = budget
+
+    def __enter__(self):
+        import mile.atomic as atomic
+        import mile.engine.checkpoint as ckpt
+
+        self.saved = (atomic.atomic_write, ckpt.save_file, ckpt.torch.save)
+        real_write, real_save_file, real_torch_save = self.saved
+
+        def spend(path):
+            size = Path(path).stat().st_size if Path(path).exists() else 0
+            self.left -= size
+            if self.left < 0:
+                Path(path).unlink(missing_ok=True)
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def write(target, fn):
+            return real_write(target, lambda tmp: (fn(tmp), spend(tmp)))
+
+        def save_file(state, path, *a, **k):
+            real_save_file(state, path, *a, **k)
+            spend(path)
+
+        def torch_save(obj, path, *a, **k):
+            real_torch_save(obj, path, *a, **k)
+            spend(path)
+
+        atomic.atomic_write, ckpt.save_file, ckpt.torch.save = write, save_file, torch_save
+        return self
+
+    def __exit__(self, *exc):
+        import mile.atomic as atomic
+        import mile.engine.checkpoint as ckpt
+
+        atomic.atomic_write, ckpt.save_file, ckpt.torch.save = self.saved
