@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import typer
+import yaml
 
 from mile.config import ConfigError, load_config
-from mile.safe_yaml import parse_yaml
+from mile.safe_yaml import YAMLError, parse_yaml
 from mile.tuning import format_plan_notation
 
 
@@ -62,7 +63,10 @@ def eval_command(run_dir: Path, splits: list[str] | None, data: list[str]) -> No
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--data {item!r} is not of the form key=value")
-        overrides[key] = parse_yaml(value)
+        try:
+            overrides[key] = parse_yaml(value)
+        except (yaml.YAMLError, YAMLError) as exc:  # bad syntax, duplicate keys, runaway aliases
+            raise ConfigError(f"--data {item!r}: {exc}") from None
     chosen = splits or run.config().data.eval_splits
     for metrics in evaluate_run(run, chosen, overrides).values():
         typer.echo(format_metrics(metrics))

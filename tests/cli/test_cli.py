@@ -150,3 +150,37 @@ def test_instruct_build(tmp_path, demo_data):
     records = json.loads(out.read_text())
     assert len(records) == 164 and summary["out_path"] == str(out)
     assert all(r["question_pool"] and r["img_name"].startswith("vqa-rad/") for r in records)
+
+
+FULL_DISK = """
+import errno, sys, torch
+
+def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+torch.save = full  # the first checkpoint's optimizer state meets a full disk
+sys.argv = ["mile", *sys.argv[1:]]
+from mile.cli.main import main
+main()
+"""
+
+
+def test_a_full_disk_is_one_line_exit_code_2_and_a_failed_status(tmp_path):
+    args = [
+        "train",
+        DEMO_CONFIG,
+        "train.epochs=1",
+        "data.limit=8",
+        f"run.output_dir={tmp_path}",
+        "run.name=r",
+    ]
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "error: cannot write" in proc.stderr and "disk is full" in proc.stderr
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert status["state"] == "failed" and "No space left on device" in status["error"]
+
+
+def test_eval_data_overrides_with_duplicate_keys_are_refused(demo_run):
+    proc = mile("eval", demo_run[0], "--data", "options={a: 1, a: 2}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "duplicate key 'a'" in proc.stderr
