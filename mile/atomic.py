@@ -19,8 +19,10 @@ from typing import Any
 
 from safetensors import SafetensorError
 
+from mile.errors import MileError
 
-class WriteError(RuntimeError):
+
+class WriteError(MileError, RuntimeError):
     """A file could not be written (full disk, quota, permissions); the message names the file."""
 
 

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mile.errors import MileError
+from mile.instruct.registry import dataset_names
 from mile.model.config import SIZES
 from mile.model.generation import GenerationConfig
 from mile.safe_yaml import YAMLError, parse_yaml
@@ -51,7 +53,8 @@ class ModelSection(Section):
         return value
 
 
-DATASETS = ("demo", "slake", "vqa_rad", "vqa_rad_public", "jsonl", "generic", "instruct")
+# the registry's names plus `demo`, the bundled VQA-RAD sample (mile.engine.datasets gives it its root)
+DATASETS = ("demo", *dataset_names())
 
 
 class SourceSection(Section):
@@ -207,7 +210,7 @@ def config_differences(stored: Config, wanted: Config, shown: int = 4) -> str | 
     return text + (f" and {len(keys) - shown} more key(s)" if len(keys) > shown else "")
 
 
-class ConfigError(ValueError):
+class ConfigError(MileError, ValueError):
     """One or more problems in a config; the message lists every one."""
 
 
@@ -274,11 +277,16 @@ def _valid_keys(loc: tuple) -> str:
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+        hint = (
+            " (it looks like an override key=value; the config file comes first)" if "=" in path.name else ""
+        )
+        raise ConfigError(f"config file {path} not found{hint}")
     try:
         data = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read as UTF-8 text ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     base = data.pop("extends", None)

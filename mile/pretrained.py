@@ -70,7 +70,7 @@ def build(
         model, report = load_model(directory, image_size)
         tokenizer = MileTokenizer.from_dir(directory, **tok_kwargs)
     else:
-        raise ValueError(f"unknown model init kind {kind!r}; valid kinds: {list(INIT_KINDS)}")
+        raise CheckpointError(f"unknown model init kind {kind!r}; valid kinds: {list(INIT_KINDS)}")
     check_tokenizer(model, tokenizer)
     return Pretrained(model, tokenizer, report)
 
@@ -107,5 +107,5 @@ def _tokenizer(vocab: str | Path | None, directory: Path | None, kwargs: dict) -
 
 def _need(value, key: str, kind: str):
     if value is None:
-        raise ValueError(f"model.init.{key} is required for init kind {kind!r}")
+        raise CheckpointError(f"model.init.{key} is required for init kind {kind!r}")
     return value

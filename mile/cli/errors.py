@@ -7,33 +7,20 @@ from collections.abc import Callable
 
 import typer
 
+from mile.errors import MileError
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    from mile.atomic import WriteError
-    from mile.config import ConfigError
-    from mile.data.errors import DataError
-    from mile.engine.checkpoint import NonFiniteWeights
-    from mile.engine.train import NonFiniteLoss
-    from mile.model.checkpoints import CheckpointError
-    from mile.report.compare import CompareError
-    from mile.tuning.errors import PlanError
-
-    return (
-        ConfigError,
-        DataError,
-        CheckpointError,
-        CompareError,
-        PlanError,
-        NonFiniteLoss,
-        NonFiniteWeights,
-        WriteError,
-        FileNotFoundError,
-    )
+# A path the user named that is not there (or is in the way) is theirs to fix too; the OS message names it.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    MileError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+)
 
 
 def run_guarded(app: Callable[[], None]) -> None:
     try:
         app()
-    except user_errors() as exc:
+    except USER_ERRORS as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)

@@ -154,7 +154,7 @@ def sweep(
     ] = None,
 ) -> None:
     """Train every run of a sweep that is not done yet (skips done runs, resumes interrupted ones)."""
-    from mile.sweep.command import sweep_command
+    from mile.cli.sweep import sweep_command
 
     raise typer.Exit(sweep_command(sweep_file, force, shard, dry_run, output_dir, only))
 
@@ -180,7 +180,7 @@ def report(
     ] = "config",
 ) -> None:
     """Table (Markdown + CSV, the paper's layout, seeds aggregated) and plots over finished runs."""
-    from mile.report.command import report_command
+    from mile.cli.report import report_command
 
     report_command(directory, split, rule, out, label)
 
@@ -198,7 +198,7 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Two runs question by question: accuracies, discordant questions and the exact McNemar test."""
-    from mile.report.command import compare_command
+    from mile.cli.report import compare_command
 
     compare_command(run_a, run_b, split, rule, as_json)
 

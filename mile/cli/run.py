@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import typer
@@ -11,43 +10,35 @@ import yaml
 
 from mile.config import ConfigError, load_config
 from mile.safe_yaml import YAMLError, parse_yaml
-from mile.tuning import format_plan_notation
 
-
-def run_path(cfg, run_dir: Path | None) -> Path:
-    if run_dir is not None:
-        return run_dir
-    name = cfg.run.name or f"{format_plan_notation(cfg.plan)}-{cfg.data.dataset}-s{cfg.train.seed}"
-    return Path(cfg.run.output_dir) / name
+# The way out of a RunConflict, in this command's words.
+RESTART_HINT = (
+    "Train into another directory (run.name=... or --run-dir), or pass --restart to delete it and train from "
+    "scratch."
+)
 
 
 def train_command(config: Path, overrides: list[str], run_dir: Path | None, resume: bool) -> None:
     """Train into the run directory: resume what is there, skip a finished run, or (`resume=False`) start over."""
     from mile.engine.evaluate import format_metrics
+    from mile.engine.lifecycle import default_run_dir, prepare_run
     from mile.engine.rundir import RunDir
     from mile.engine.train import train_run
 
     cfg = load_config(config, overrides)
-    run = RunDir(run_path(cfg, run_dir))
+    run = RunDir(run_dir or default_run_dir(cfg))
     typer.echo(f"run directory: {run.path}")
-    if resume:
-        why = run.config_mismatch(cfg)
-        if why:  # resuming would mix two configs' checkpoints and results
-            raise ConfigError(
-                f"run directory {run.path} holds another run: {why}. Train into another directory "
-                "(run.name=... or --run-dir), or pass --restart to delete it and train from scratch."
-            )
-        if run.is_done():
-            typer.echo(
-                f"already done: nothing to train (`mile eval {run.path}` re-evaluates it, --restart retrains)"
-            )
-            for file in sorted((run.path / "eval").glob("*/metrics.json")):
-                typer.echo(format_metrics(json.loads(file.read_text())))
-            return
-    elif run.path.exists() and any(run.path.iterdir()):
+    prepared = prepare_run(run, cfg, restart=not resume, way_out=RESTART_HINT)
+    if prepared.deleted:
         typer.echo(f"--restart: deleting the previous contents of {run.path}")
-        shutil.rmtree(run.path)
-    metrics = train_run(cfg, run, resume=resume)
+    if prepared.action == "done":
+        typer.echo(
+            f"already done: nothing to train (`mile eval {run.path}` re-evaluates it, --restart retrains)"
+        )
+        for file in sorted((run.path / "eval").glob("*/metrics.json")):
+            typer.echo(format_metrics(json.loads(file.read_text())))
+        return
+    metrics = train_run(cfg, run, resume=True)  # after a restart there is nothing left to resume
     for split_metrics in metrics.values():
         typer.echo(format_metrics(split_metrics))
 

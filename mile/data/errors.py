@@ -8,8 +8,10 @@ It subclasses `ValueError` because the cause is always bad input, never a bug in
 
 from __future__ import annotations
 
+from mile.errors import MileError
 
-class DataError(ValueError):
+
+class DataError(MileError, ValueError):
     """Bad input data: the message names the file, the record (id or index) and what was expected."""
 
 

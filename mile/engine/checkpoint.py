@@ -1,10 +1,15 @@
-"""Resumable training state: trainable weights, optimizer, scheduler, RNG states and progress.
+"""Trained weights and resumable training state, in one format, never used unless training wrote them.
 
-Only trainable parameters are stored (a PEFT run's checkpoint is the size of its adapters). Each checkpoint is
-written into a fresh folder that is renamed into place, and `last` is switched atomically, so a kill at any
-moment leaves the previous checkpoint whole and readable. Every file written here gets a SHA-256 digest beside
-it (`<file>.sha256`; a checkpoint's in its `manifest.json`), checked on every read: a run never uses weights or
-state it did not write. Files from before digests existed are read unchecked.
+A run's weights (`weights/`) and each checkpoint's (`checkpoints/step-N/weights/`) are the plan and only what it
+trains, in mile.tuning.io's layout: peft's own files for a tower with a peft method (`adapter_config.json` +
+`adapter_model.safetensors`; `peft.PeftModel.from_pretrained(model.<tower>, "weights/<tower>")` loads them),
+every other trainable parameter as safetensors, and `plan.json`. A checkpoint adds the optimizer, scheduler and
+RNG states and the progress.
+
+Every folder written here is built beside its target and renamed into place (`checkpoints/last` is switched
+after), with a `manifest.json` of the SHA-256 of each of its files, checked on every read: a kill at any moment
+leaves the previous folder whole, and a damaged or replaced file is an error naming it. Weights holding NaN or
+inf are never written.
 """
 
 from __future__ import annotations
@@ -13,24 +18,22 @@ import json
 import pickle
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
 
-from mile.atomic import WRITE_FAILURES, atomic_write, atomic_write_text, sha256_file, write_failure
+from mile.atomic import WRITE_FAILURES, atomic_write_text, sha256_file, write_failure
+from mile.errors import MileError
 from mile.model.checkpoints import CheckpointError
+from mile.tuning import PlanError, TuningHandle
+from mile.tuning.io import load_weights as load_tuned_weights
+from mile.tuning.io import save_tuned
 
-TRAINABLE, OPTIMIZER, PROGRESS, MANIFEST = (
-    "trainable.safetensors",
-    "optimizer.pt",
-    "progress.json",
-    "manifest.json",
-)
+WEIGHTS, OPTIMIZER, PROGRESS, MANIFEST = "weights", "optimizer.pt", "progress.json", "manifest.json"
 RESTART = "restart the run from scratch (mile train --restart)"
 
 
@@ -44,104 +47,49 @@ class Progress:
     samples: int = 0  # samples they trained on
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-class NonFiniteWeights(RuntimeError):
+class NonFiniteWeights(MileError, RuntimeError):
     """Trainable weights hold NaN or inf; they are never written (a saved NaN model looks like a result)."""
 
 
-def finite_state(model: nn.Module, what: str) -> dict[str, torch.Tensor]:
-    """The trainable state, refused (NonFiniteWeights) when any tensor holds NaN or inf."""
-    state = trainable_state(model)
-    bad = [name for name, value in state.items() if not torch.isfinite(value).all()]
+def check_finite(handle: TuningHandle, what: str) -> None:
+    """Raise NonFiniteWeights when any trainable tensor holds NaN or inf."""
+    trainable = [(n, p) for n, p in handle.model.named_parameters() if p.requires_grad]
+    bad = [n for n, p in trainable if not torch.isfinite(p.detach()).all()]
     if bad:
         raise NonFiniteWeights(
-            f"{len(bad)} of {len(state)} trainable tensors hold NaN or inf (e.g. {', '.join(bad[:3])}); "
+            f"{len(bad)} of {len(trainable)} trainable tensors hold NaN or inf (e.g. {', '.join(bad[:3])}); "
             f"{what} was not written"
         )
-    return state
 
 
-def save_trainable(model: nn.Module, file: Path) -> None:
-    """The trainable weights as safetensors (atomically; refused when not finite), with their digest in
-    `<file>.sha256`."""
-    state = finite_state(model, str(file))
-
-    def write(tmp: str) -> None:  # the digest goes first: weights are never in place without theirs
-        save_file(state, tmp, metadata={"format": "mile-vqa-trainable"})
-        atomic_write_text(_digest_file(file), sha256_file(tmp) + "\n")
-
-    atomic_write(file, write)
+def save_weights(handle: TuningHandle, directory: Path) -> Path:
+    """The plan and what it trains, as a folder renamed into place (refused when not finite)."""
+    check_finite(handle, str(directory))
+    return _write_folder(directory, lambda tmp: save_tuned(handle, tmp))
 
 
-def _digest_file(file: Path) -> Path:
-    return file.with_name(file.name + ".sha256")
+def load_weights(handle: TuningHandle, directory: Path) -> None:
+    """Load weights written by save_weights (every file checked against the manifest) for the same plan."""
+    verify_folder(directory)
+    _load_tuned(handle, directory)
 
 
-def verify_digest(file: Path, expected: str | None, what: str = RESTART) -> None:
-    """Raise CheckpointError unless `file` exists and hashes to `expected` (None: no digest was recorded)."""
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing; {what}")
-    if expected is not None and sha256_file(file) != expected:
-        raise CheckpointError(
-            f"{file} is damaged: it is not the file training wrote (SHA-256 differs); {what}"
-        )
-
-
-def load_trainable(model: nn.Module, file: Path) -> None:
-    """Load trainable weights (digest checked); every trainable parameter must be present and every key known."""
-    digest = _digest_file(file)
-    verify_digest(file, digest.read_text().strip() if digest.is_file() else None)
-    try:
-        state = load_file(str(file))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{file} cannot be read as safetensors ({exc}); {RESTART}") from None
-    params = dict(model.named_parameters())
-    unknown = sorted(set(state) - set(params))
-    missing = sorted(n for n, p in params.items() if p.requires_grad and n not in state)
-    if unknown or missing:
-        raise ValueError(
-            f"{file} does not match this run's model and plan: unknown keys {unknown[:5]}, "
-            f"missing trainable parameters {missing[:5]}"
-        )
-    bad = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(params[k].shape)}"
-        for k, v in state.items()
-        if v.shape != params[k].shape
-    ]
-    if bad:
-        raise ValueError(f"{file} does not match this run's model: " + "; ".join(bad[:5]))
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
-
-
-def save_checkpoint(directory: Path, model: nn.Module, optimizer, scheduler, progress: Progress) -> Path:
+def save_checkpoint(directory: Path, handle: TuningHandle, optimizer, scheduler, progress: Progress) -> Path:
     """Write checkpoints/step-N, then point checkpoints/last at it; older checkpoints are removed."""
     name = f"step-{progress.step:08d}-b{progress.batches_done}"
-    state = finite_state(model, f"checkpoint {name}")
-    tmp = directory / f".{name}.tmp"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file(state, str(tmp / TRAINABLE), metadata={"format": "mile-vqa-trainable"})
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-            tmp / OPTIMIZER,
-        )
+    check_finite(handle, f"checkpoint {name}")
+
+    def fill(tmp: Path) -> None:
+        save_tuned(handle, tmp / WEIGHTS)
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+        }
+        torch.save(state, tmp / OPTIMIZER)
         (tmp / PROGRESS).write_text(json.dumps(asdict(progress)))
-        digests = {f: sha256_file(tmp / f) for f in (TRAINABLE, OPTIMIZER, PROGRESS)}
-        (tmp / MANIFEST).write_text(json.dumps(digests, indent=2))
-        final = directory / name
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    except WRITE_FAILURES as exc:
-        error = write_failure(directory / name, exc)  # measures the free space before the cleanup
-        shutil.rmtree(tmp, ignore_errors=True)  # give the space back: the status still has to be written
-        raise error from exc
+
+    final = _write_folder(directory / name, fill)
     atomic_write_text(directory / "last", name)
     for old in directory.glob("step-*"):
         if old.name != name:
@@ -157,43 +105,82 @@ def latest_checkpoint(directory: Path) -> Path | None:
         return None
     name = pointer.read_text(errors="replace").strip()
     path = directory / name
-    if not name or name.startswith(".") or "/" in name or not (path / PROGRESS).is_file():
+    if not name or name.startswith(".") or "/" in name or not (path / MANIFEST).is_file():
         raise CheckpointError(
             f"{pointer} names {name!r}, which is not a checkpoint in {directory}; {RESTART}"
         )
     return path
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> Progress:
+def load_checkpoint(path: Path, handle: TuningHandle, optimizer, scheduler) -> Progress:
     """Restore a checkpoint written by save_checkpoint, every file checked against its manifest."""
-    digests = _manifest(path)
-    for name in (TRAINABLE, OPTIMIZER, PROGRESS):
-        verify_digest(path / name, digests.get(name))
-    load_trainable(model, path / TRAINABLE)
+    verify_folder(path)
+    _load_tuned(handle, path / WEIGHTS)
     try:
         state = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
         progress = Progress(**json.loads((path / PROGRESS).read_text()))
-    except (OSError, RuntimeError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError, pickle.UnpicklingError) as exc:
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); {RESTART}"
         ) from None
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
     return progress
 
 
-def _manifest(path: Path) -> dict[str, str]:
-    file = path / MANIFEST
+def verify_folder(directory: Path) -> None:
+    """Raise CheckpointError unless every file the folder's manifest lists is there with its digest."""
+    file = directory / MANIFEST
     if not file.is_file():
-        return {}  # a checkpoint from before manifests existed
+        what = "it is missing" if not directory.exists() else f"{directory} has no {MANIFEST}"
+        raise CheckpointError(f"{directory}: not a complete folder written by mile train ({what}); {RESTART}")
     try:
         digests = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{file} cannot be read ({exc}); {RESTART}") from None
-    if not isinstance(digests, dict):
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
         raise CheckpointError(f"{file} is not a manifest of digests; {RESTART}")
-    return digests
+    for name, digest in digests.items():
+        path = directory / name
+        if ".." in Path(name).parts or not path.is_file():
+            raise CheckpointError(f"{path} is missing; {RESTART}")
+        if sha256_file(path) != digest:
+            raise CheckpointError(
+                f"{path} is damaged: it is not the file training wrote (SHA-256 differs); {RESTART}"
+            )
+
+
+def _load_tuned(handle: TuningHandle, directory: Path) -> None:
+    try:
+        load_tuned_weights(handle, directory)
+    except (PlanError, SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory} does not fit this run's model and plan: {exc}") from None
+
+
+def _write_folder(target: Path, fill: Callable[[Path], None]) -> Path:
+    """`fill` a temp folder beside `target`, add its manifest, then rename it onto `target` (the old folder is
+    moved aside first and removed after). A write that fails leaves the old folder and frees its space."""
+    tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old.tmp")
+    try:
+        for stale in (tmp, old):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        files = sorted(f for f in tmp.rglob("*") if f.is_file())
+        digests = {str(f.relative_to(tmp)): sha256_file(f) for f in files}
+        (tmp / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+    except WRITE_FAILURES as exc:
+        error = write_failure(target, exc)  # measures the free space before the cleanup
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space back: the status still has to be written
+        if old.exists() and not target.exists():
+            old.rename(target)
+        raise error from exc
+    shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def _rng_state() -> dict:

@@ -10,9 +10,9 @@ from typing import Any
 from mile.config import Config, SourceSection
 from mile.data.errors import DataError
 from mile.data.records import BadRecords, LoadResult
-from mile.data.registry import load_dataset
 from mile.instruct.dataset import PromptChooser
 from mile.instruct.leaks import check_leaks, drop_leaks, find_leaks
+from mile.instruct.registry import load_dataset
 from mile.instruct.truncation import truncation_report
 from mile.tokenizer import MileTokenizer
 

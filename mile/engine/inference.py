@@ -6,22 +6,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
 
 from mile.atomic import atomic_write_json
 from mile.config import Config, validate_config
 from mile.data.errors import DataError
 from mile.engine.build import Session, build_session
-from mile.engine.checkpoint import load_trainable
+from mile.engine.checkpoint import load_weights
 from mile.engine.datasets import load_split
 from mile.engine.evaluate import evaluate_splits
 from mile.engine.memory import tune_memory
 from mile.engine.precision import Precision, inference_precision
 from mile.engine.probe import probe_inputs
 from mile.engine.rundir import RunDir
-from mile.engine.train import WEIGHTS_FILE, make_accelerator, run_device
+from mile.engine.train import make_accelerator, run_device
 from mile.model.generation import generate
 from mile.pretrained import save_pretrained
 from mile.tokenizer import MileTokenizer
+from mile.tuning.errors import PlanError
 
 
 def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Session:
@@ -29,11 +31,15 @@ def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Sessio
     cfg = run.config()
     if overrides:
         cfg = validate_config(_merged(cfg, overrides), str(run / "config.yaml"))
-    weights = run.weights / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{run.path} has no trained weights ({weights}); did its training finish?")
+    if not run.weights.is_dir():
+        raise FileNotFoundError(
+            f"{run.path} has no trained weights ({run.weights}); did its training finish?"
+        )
+    # Frozen weights are not saved: a randomly initialised base (model.init random) is rebuilt from the seed
+    # training built it from, as train_run does.
+    set_seed(cfg.train.seed)
     session = build_session(cfg)
-    load_trainable(session.model, weights)
+    load_weights(session.tuning, run.weights)
     session.model.eval()
     return session
 
@@ -108,7 +114,7 @@ def export_run(run: RunDir, directory: str | Path) -> Path:
     session = load_trained(run)
     lossy = [t for t, a in session.tuning.applied.items() if a.added_parameters() and not a.mergeable]
     if lossy:
-        raise ValueError(
+        raise PlanError(
             f"{run.path}: the plan's method on {lossy} cannot be merged into the weights; use the run directory "
             "itself (mile eval / predict) or its adapters (weights/) instead of an export"
         )

@@ -1,13 +1,8 @@
-"""Answer normalisation and VQA scoring, with the rule stated beside every number (DESIGN.md section 5).
+"""VQA scoring, with the rule stated beside every number (DESIGN.md section 5).
 
-Predictions come out of a WordPiece decoder, ground truths out of JSON files, so the same answer can be spelled
-"left lung's" / "left lung ' s", "x-ray" / "x - ray", "t2" / "t ##2", "Yes" / "yes ". `normalize_answer` maps all
-of these to one form: lower case, accents stripped (the uncased vocabulary drops them), WordPiece continuations
-re-joined, every punctuation character folded to a space (BERT splits on each one, so a decoded answer has spaces
-around it), whitespace collapsed, and the spaces BERT puts around CJK characters removed ("x 光" -> "x光").
-
-`score` reports exact match after normalisation for all questions (`global`) and for closed / open questions under
-two rules, both always reported because papers differ:
+Answers are compared after `mile.data.answers.normalize_answer` (case, accents, WordPiece pieces, punctuation
+and spacing folded). `score` reports exact match after normalisation for all questions (`global`) and for
+closed / open questions under two rules, both always reported because papers differ:
 - `answer_type`: closed means the dataset's CLOSED label;
 - `yesno`: closed means the normalised ground truth is "yes" or "no" (the rule behind MILE's Tables 1-4).
 `open_soft` gives mean token recall and token F1 over the open questions of the `answer_type` rule, the secondary
@@ -16,43 +11,11 @@ open scores (the paper's open numbers are not plain exact match). Empty groups g
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-_WORDPIECE_CONTINUATION = re.compile(r"\s*##(?=\S)")
-_WHITESPACE = re.compile(r"\s+")
-_CJK = (
-    r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002ebef\U0002f800-\U0002fa1f"
-)
-_SPACE_NEXT_TO_CJK = re.compile(rf" (?=[{_CJK}])|(?<=[{_CJK}]) ")
-_TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
-YES_NO = ("yes", "no")
-
-
-def _is_punctuation(char: str) -> bool:
-    """BERT's definition: ASCII non-alphanumeric printable characters plus every Unicode punctuation category."""
-    code = ord(char)
-    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
-        return True
-    return unicodedata.category(char).startswith("P")
-
-
-def normalize_answer(text: Any) -> str:
-    """The canonical form answers are compared in (see the module docstring). Non-strings are str()-ed."""
-    text = unicodedata.normalize("NFKC", str(text)).lower()
-    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-    text = _WORDPIECE_CONTINUATION.sub("", text)
-    text = "".join(" " if _is_punctuation(c) else c for c in text)
-    text = _WHITESPACE.sub(" ", text).strip()
-    return _SPACE_NEXT_TO_CJK.sub("", text)
-
-
-def answer_tokens(text: Any) -> list[str]:
-    """The tokens of the normalised answer used by the soft open scores."""
-    return _TOKEN.findall(normalize_answer(text))
+from mile.data.answers import YES_NO, answer_tokens, normalize_answer
 
 
 def is_correct(prediction: Any, truth: Any) -> bool:

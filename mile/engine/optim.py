@@ -9,6 +9,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from mile.config import TrainSection
+from mile.tuning.errors import PlanError
 
 
 def param_groups(model: nn.Module, cfg: TrainSection, adapters: set[str], fresh: set[str]) -> list[dict]:
@@ -41,7 +42,7 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg, adapters, fresh)
     if not groups:
-        raise ValueError(
+        raise PlanError(
             "the tuning plan leaves no trainable parameters: nothing to train (plan.* all frozen?)"
         )
     # The fused kernel (CPU and CUDA) is one pass over each tensor: on a 2-core CPU it ran a 35 M-parameter step

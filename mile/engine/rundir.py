@@ -5,7 +5,7 @@ env.json             versions, device, precision     params.json      trainable 
 log.txt              human-readable log             train_stats.json peak memory, wall time, throughput
 train_log.jsonl      loss, lr, throughput per log   data_report.json bad records per split
 tb/                  TensorBoard events             checkpoints/     resumable training state
-weights/             trained weights (plan + trainable state) for eval / predict
+weights/             what the run trained (plan.json, peft files per tower, manifest.json of digests)
 .reserve             256 KiB set aside for status.json, freed when the disk fills up
 eval/<split>/        metrics.json, predictions.jsonl
 """

@@ -19,7 +19,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mile.config import Config
+from mile.config import Config, ConfigError
 from mile.data.errors import DataError
 from mile.engine.batches import Collate, VQADataset, model_inputs
 from mile.engine.build import Session, build_session
@@ -29,7 +29,7 @@ from mile.engine.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
-    save_trainable,
+    save_weights,
 )
 from mile.engine.datasets import guard_leaks, load_split, load_train, prompt_chooser, prompt_lengths
 from mile.engine.evaluate import evaluate_splits
@@ -39,11 +39,10 @@ from mile.engine.memory import tune_memory
 from mile.engine.optim import make_optimizer, make_scheduler
 from mile.engine.precision import ACCELERATE_NAMES, Precision, resolve_precision
 from mile.engine.rundir import RunDir
+from mile.errors import MileError
 
-WEIGHTS_FILE = "trainable.safetensors"
 
-
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(MileError, RuntimeError):
     pass
 
 
@@ -97,7 +96,7 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
             trainer = Trainer(cfg, session, run, accelerator, cache, splits["train"].samples)
             usage = trainer.fit({k: v for k, v in splits.items() if k != "train"}, resume)
         elif accelerator.is_main_process:  # nothing to train, but a done run always has its weights
-            save_trainable(session.model, run.weights / WEIGHTS_FILE)
+            save_weights(session.tuning, run.weights)
         usage["precision"] = precision.used
         metrics = evaluate_splits(cfg, session, splits, run, accelerator, cache=cache, merge=True)
         if accelerator.is_main_process:
@@ -148,7 +147,7 @@ def feature_cache(cfg: Config, session: Session, precision: Precision) -> Featur
     if not cache_applies(session.model, cfg.data.augment):
         if t.feature_cache == "auto":
             return None
-        raise ValueError(
+        raise ConfigError(
             f"train.feature_cache={t.feature_cache} needs a frozen vision tower (plan.vision: frozen) and "
             "data.augment=false; use feature_cache=auto or none"
         )
@@ -226,15 +225,14 @@ class Trainer:
             self.writer.close()
         if acc.is_main_process:
             with self._saving():
-                save_trainable(acc.unwrap_model(self.model), self.run.weights / WEIGHTS_FILE)
+                save_weights(self.session.tuning, self.run.weights)
         return self._usage()
 
     def _resume(self) -> None:
         last = latest_checkpoint(self.run.checkpoints)
         if last is None:
             return
-        core = self.accelerator.unwrap_model(self.model)
-        self.progress = load_checkpoint(last, core, self.optimizer, self.scheduler)
+        self.progress = load_checkpoint(last, self.session.tuning, self.optimizer, self.scheduler)
         p = self.progress
         self.run.log(f"resumed from {last} at epoch {p.epoch + 1}, batch {p.batches_done}, step {p.step}")
 
@@ -252,9 +250,9 @@ class Trainer:
         p = self.progress
         p.wall_s, p.samples = self._before[0] + self.meter.elapsed(), self._before[1] + self.meter.samples
         if self.accelerator.is_main_process:
-            core = self.accelerator.unwrap_model(self.model)
             with self._saving():
-                save_checkpoint(self.run.checkpoints, core, self.optimizer, self.scheduler, self.progress)
+                tuning = self.session.tuning  # its model is the unwrapped one DDP shares parameters with
+                save_checkpoint(self.run.checkpoints, tuning, self.optimizer, self.scheduler, self.progress)
 
     @contextmanager
     def _saving(self) -> Iterator[None]:

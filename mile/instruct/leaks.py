@@ -7,7 +7,7 @@ A question "occurs" in the instruction data when both match:
 - the image, as (dataset family, file name), the file name taken with its parent folder for SLAKE, whose images
   are all called `source.jpg` (`xmlab12/source.jpg`); datasets are compared by family, so `vqa_rad_public` and
   `vqa-rad` count as `vqa_rad`;
-- the question after `mile.engine.metrics.normalize_answer` (case, punctuation, spacing folded). For instruction
+- the question after `mile.data.answers.normalize_question` (case, punctuation, spacing folded). For instruction
   samples the plain question is the record's own or the one recovered from a prompt by its template (see
   `mile.instruct.dataset`); when neither is known we look for the normalised question, on word boundaries, inside
   each normalised prompt of the pool.
@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mile.data.answers import normalize_question
 from mile.data.errors import DataError
 from mile.data.sample import Sample
-from mile.engine.metrics import normalize_answer
 
 
 class LeakError(DataError):
@@ -44,19 +44,15 @@ def image_key(sample: Sample) -> tuple[str, str]:
     return family, "/".join(parts[-2:]) if family == "slake" else parts[-1]
 
 
-def question_key(text: str) -> str:
-    return normalize_answer(text)
-
-
 def _matcher(sample: Sample) -> Callable[[str], bool]:
     """A test "does normalised question q occur in this instruction sample?", normalising the sample once.
 
     Exact match against the plain question when it is known, else a word-bounded substring of some prompt.
     """
     if sample.extra.get("question_known", True):
-        own = question_key(sample.question)
+        own = normalize_question(sample.question)
         return lambda question: question == own
-    prompts = [f" {question_key(p)} " for p in sample.extra.get("question_pool") or [sample.question]]
+    prompts = [f" {normalize_question(p)} " for p in sample.extra.get("question_pool") or [sample.question]]
     return lambda question: any(f" {question} " in prompt for prompt in prompts)
 
 
@@ -120,7 +116,7 @@ def find_leaks(instruction: Sequence[Sample], evaluation: Sequence[Sample]) -> L
     """Every (instruction sample, evaluation sample) pair with the same image and question."""
     by_image: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for sample in evaluation:
-        by_image.setdefault(image_key(sample), []).append((question_key(sample.question), sample.id))
+        by_image.setdefault(image_key(sample), []).append((normalize_question(sample.question), sample.id))
     report = LeakReport(n_instruction=len(instruction), n_evaluation=len(evaluation))
     shared: set[tuple[str, str]] = set()
     for sample in instruction:

@@ -4,7 +4,7 @@ The authors gave yes/no questions the truth and its opposite, and every other qu
 distractors drawn from answers to questions of the same type. We do the same with three rules that make the
 options well-formed and the output reproducible:
 
-- answers are compared after `mile.engine.metrics.normalize_answer`, so a distractor never equals the truth in
+- answers are compared after `mile.data.answers.normalize_answer`, so a distractor never equals the truth in
   another spelling ("Left Lung" vs "left lung") and the options hold no duplicates;
 - distractors for a non-yes/no question are never "yes"/"no" nor empty (in VQA-RAD most PRES answers are yes/no;
   offering "yes" as an alternative to "CT" would teach nothing);
@@ -23,8 +23,8 @@ import hashlib
 import random
 from collections.abc import Iterable, Sequence
 
+from mile.data.answers import normalize_answer
 from mile.data.sample import Sample
-from mile.engine.metrics import normalize_answer
 
 YES_NO_OPPOSITE = {"yes": "no", "no": "yes"}
 LABEL_ALIASES = {"ATRIB": "ATTRIB", "PRSE": "PRES"}  # typos in VQA-RAD's question_type

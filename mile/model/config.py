@@ -6,6 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mile.errors import MileError
+
+
+class ModelConfigError(MileError, ValueError):
+    """A model configuration that cannot build a model (unknown size or key, inconsistent widths, ...)."""
+
 
 @dataclass
 class VisionConfig:
@@ -79,7 +85,7 @@ def _build(kind: type, data: dict[str, Any], where: str, **fixed: Any) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ValueError(
+        raise ModelConfigError(
             f"unknown model config key(s) {[prefix + k for k in unknown]}; valid: {sorted(names - set(fixed))}"
         )
     return kind(**data, **fixed)
@@ -116,7 +122,7 @@ SIZES = {"tiny": _tiny, "blip-base": _blip_base, "mile-small": _mile_small}
 def size_config(name: str, image_size: int | None = None) -> MileConfig:
     """The architecture of a named size, optionally at another image size."""
     if name not in SIZES:
-        raise ValueError(f"unknown model size {name!r}; valid sizes: {sorted(SIZES)}")
+        raise ModelConfigError(f"unknown model size {name!r}; valid sizes: {sorted(SIZES)}")
     config = SIZES[name]()
     if image_size is not None:
         config.vision.image_size = image_size
@@ -142,4 +148,4 @@ def validate(config: MileConfig) -> None:
                 f"{tok} {getattr(config, tok)} is outside the vocabulary (text.vocab_size {t.vocab_size})"
             )
     if problems:
-        raise ValueError("invalid model config: " + "; ".join(problems))
+        raise ModelConfigError("invalid model config: " + "; ".join(problems))

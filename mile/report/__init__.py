@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mile.report.collect import RunRecord, collect, find_run_dirs, load_run
-from mile.report.table import LABELS, RULES, Row, build_rows, caption, markdown_table, write_csv
+from mile.report.table import Row, build_rows, caption, check_choices, markdown_table, write_csv
 
 PLOTS = {
     "acc_vs_params.png": "params",
@@ -41,10 +41,7 @@ def write_report(
     """Collect the runs under `root` and write report.md, report.csv and the plots to `out` (default: root)."""
     from mile.report.plots import accuracy_plot, loss_plot
 
-    if rule not in RULES:
-        raise ValueError(f"--rule {rule!r}: valid rules are {list(RULES)}")
-    if label not in LABELS:
-        raise ValueError(f"--label {label!r}: valid labels are {list(LABELS)}")
+    check_choices(rule, label)
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"report: {root} is not a directory")

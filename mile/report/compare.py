@@ -14,7 +14,8 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-from mile.engine.metrics import YES_NO, normalize_answer
+from mile.data.answers import YES_NO, normalize_answer
+from mile.errors import MileError
 
 GROUPS = ("global", "closed", "open")
 REQUIRED = ("id", "answer", "prediction", "answer_type", "correct")
@@ -35,7 +36,7 @@ QUESTION_FIELDS = {
 }
 
 
-class CompareError(ValueError):
+class CompareError(MileError, ValueError):
     """The two runs cannot be compared (missing predictions, different questions)."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mile.errors import MileError
 from mile.sweep.naming import config_leaves, format_value, varying_keys
 from mile.tuning.base import TOWERS
 from mile.tuning.notation import format_token
@@ -74,14 +75,22 @@ class Row:
         return f"{self.plan} {self.setting}".strip()
 
 
+class ReportError(MileError, ValueError):
+    """A report asked for with a rule or label that does not exist."""
+
+
+def check_choices(rule: str, label: str) -> None:
+    if rule not in RULES:
+        raise ReportError(f"unknown closed-question rule {rule!r}; valid rules: {list(RULES)}")
+    if label not in LABELS:
+        raise ReportError(f"unknown setting label {label!r}; valid labels: {list(LABELS)}")
+
+
 def build_rows(
     records: list[RunRecord], split: str | None, rule: str, label: str = "config"
 ) -> tuple[list[Row], list[tuple[RunRecord, str]]]:
     """Rows (sorted by setting, then trainable %) and the done runs left out, with the reason."""
-    if rule not in RULES:
-        raise ValueError(f"unknown closed rule {rule!r}; valid: {list(RULES)}")
-    if label not in LABELS:
-        raise ValueError(f"unknown label {label!r}; valid: {list(LABELS)}")
+    check_choices(rule, label)
     groups: dict[str, list[tuple[RunRecord, dict]]] = {}
     left_out = []
     for record in records:

@@ -6,11 +6,12 @@
     summary = run_sweep(sweep, shard=(1, 2))                     # trains what is not done yet
 
 Modules: spec (the sweep file, expansion), naming (run names, config hash), lock (one lock file per run),
-runner (skip / resume / record failures / shards), dryrun (trainable parameters without training), command (CLI).
+runner (skip / resume / record failures / shards), dryrun (trainable parameters without training); the
+`mile sweep` command is mile.cli.sweep.
 """
 
 from mile.sweep.lock import RunLock
-from mile.sweep.runner import Outcome, SweepSummary, parse_shard, run_sweep, select_shard
+from mile.sweep.runner import Outcome, SweepSummary, parse_shard, run_sweep, select_runs, select_shard
 from mile.sweep.spec import Sweep, SweepError, SweepRun, load_sweep
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "load_sweep",
     "parse_shard",
     "run_sweep",
+    "select_runs",
     "select_shard",
 ]

@@ -1,6 +1,7 @@
 """Running a sweep: the runs of one shard in order; done runs skipped, failures recorded, one lock per run.
 
-- A run whose status is `done` is skipped (`force` deletes its directory and trains it again).
+- Each run directory is handled by mile.engine.lifecycle.prepare_run, as in `mile train` (`force` is its
+  restart). A run whose status is `done` is skipped (`force` deletes its directory and trains it again).
 - Any other run trains with `resume=True`: an interrupted or failed run continues from its last checkpoint.
 - A run directory whose config.yaml differs from the sweep's resolved config is an error naming the run and the
   keys, raised before anything trains (never silently mix configs); `force` retrains such a run from scratch.
@@ -19,7 +20,6 @@ import gc
 import json
 import os
 import re
-import shutil
 import socket
 import time
 import traceback
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mile.engine.lifecycle import RunConflict, prepare_run
 from mile.engine.rundir import RunDir
 
 from .lock import STALE_AFTER_S, RunLock, describe_holder
@@ -36,6 +37,7 @@ from .spec import Sweep, SweepError, SweepRun
 LOCKS = ".locks"
 RECORD = "sweep.jsonl"
 TrainFn = Callable[..., Any]  # train_run(cfg, run, resume=True)
+FORCE_HINT = "Use another output_dir, or --force to retrain it from scratch."
 
 
 @dataclass
@@ -103,6 +105,11 @@ def select_only(runs: list[SweepRun], patterns: list[str] | None, all_runs: list
     return [r for r in runs if any(hits(r, p) for p in patterns)]
 
 
+def select_runs(sweep: Sweep, shard: tuple[int, int], only: list[str] | None) -> list[SweepRun]:
+    """The runs a sweep invocation trains (or lists): the shard's, then those matching `only`."""
+    return select_only(select_shard(sweep.runs, shard), only, sweep.runs)
+
+
 def check_existing(sweep: Sweep, runs: list[SweepRun]) -> None:
     """Refuse to start when any run directory holds another config than the sweep's."""
     problems = []
@@ -151,7 +158,7 @@ def run_sweep(
     """Train every run of the shard (matching `only`) that is not done yet; returns what happened to each."""
     if train is None:
         from mile.engine.train import train_run as train
-    runs = select_only(select_shard(sweep.runs, shard), only, sweep.runs)
+    runs = select_runs(sweep, shard, only)
     check_init_paths(sweep, runs)
     if not force:
         check_existing(sweep, runs)
@@ -180,20 +187,18 @@ def run_one(
     starting: Callable[[], Any] = lambda: None,
 ) -> Outcome:
     rundir = RunDir(sweep.run_dir(run))
-    if rundir.is_done() and not force:
+    if rundir.is_done() and not force:  # no lock needed to skip; check_existing refused other configs
         return Outcome(run, "skipped")
     lock = RunLock(sweep.output_dir / LOCKS / f"{run.hash}.lock", stale_after)
     if not lock.acquire():
         return Outcome(run, "locked", f"locked by {describe_holder(lock.holder())}")
     try:
-        if not force:
-            if rundir.is_done():  # another sweep finished it while we waited
-                return Outcome(run, "skipped")
-            why = rundir.config_mismatch(run.config)
-            if why:
-                return Outcome(run, "failed", f"run directory {rundir.path}: {why}")
-        elif rundir.path.exists():
-            shutil.rmtree(rundir.path)
+        try:  # decided again under the lock: another sweep may have finished it (or written it) meanwhile
+            prepared = prepare_run(rundir, run.config, restart=force, way_out=FORCE_HINT)
+        except RunConflict as exc:
+            return Outcome(run, "failed", str(exc))
+        if prepared.action == "done":
+            return Outcome(run, "skipped")
         starting()
         return _train(rundir, run, train)
     finally:

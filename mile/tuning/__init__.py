@@ -9,17 +9,16 @@
     with handle.disabled(): ...                   # the base model (when `handle.restores_base`)
     handle = load_tuned(fresh_model, "out/adapters")
 
-Modules: plan (PlanConfig), notation (T-T-LoRA), targets (pattern syntax), registry (methods and their
-defaults), peft_method (peft tuners per tower), prefix / ptv2 / adapters (native methods), partial (LayerNorm,
-bias, attention, FFN-only), accounting, handle (apply_plan), io (checkpoints).
+Modules: plan (PlanConfig), treatment (one tower's), notation (T-T-LoRA), targets (pattern syntax), registry
+(methods and their defaults), peft_method (peft tuners per tower), prefix / ptv2 / adapters (native methods),
+partial (LayerNorm, bias, attention, FFN-only), accounting, handle (apply_plan), io (checkpoints).
 """
 
 from mile.tuning.accounting import count_parameters
 from mile.tuning.errors import PlanError
 from mile.tuning.handle import TuningHandle, apply_plan, plan_targets
 from mile.tuning.io import load_tuned, read_plan
-from mile.tuning.notation import format_plan_notation, parse_plan_notation
-from mile.tuning.plan import MethodSpec, PlanConfig
+from mile.tuning.plan import MethodSpec, PlanConfig, format_plan_notation, parse_plan_notation
 from mile.tuning.registry import methods
 
 __all__ = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mile.errors import MileError
 
-class PlanError(ValueError):
+
+class PlanError(MileError, ValueError):
     """A tuning plan that cannot be applied: the message names the plan key, the bad value and what is valid."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -110,19 +109,7 @@ class TuningHandle:
         ]
         return torch.stack(terms).sum() if terms else None
 
-    # -- persistence and removal ----------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write the plan and only what it trains (see mile.tuning.io for the layout)."""
-        from mile.tuning.io import save_tuned
-
-        return save_tuned(self, Path(directory))
-
-    def load(self, directory: str | Path) -> None:
-        """Load what `save` wrote for the same plan onto this handle's model."""
-        from mile.tuning.io import load_weights
-
-        load_weights(self, Path(directory))
-
+    # -- removal ------------------------------------------------------------------------------------------------
     def unload(self, merge: bool = False) -> nn.Module:
         """Remove every method, restoring the model's own modules (with `merge`, mergeable effects are kept in the
         weights); all parameters are left trainable, as a freshly built model's."""

@@ -7,7 +7,8 @@
                                            bottleneck adapters, fully or partially trained base weights
 
 A frozen tower writes nothing. Loading checks that the plan is the same and that every trainable parameter is
-found, so a checkpoint never half-loads silently.
+found, so a checkpoint never half-loads silently. This is the one format of trained weights: `mile train` writes
+it for a run's weights and for each checkpoint (mile.engine.checkpoint adds digests and atomic renames).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -23,10 +23,8 @@ from torch import nn
 
 from mile.tuning.base import TOWERS
 from mile.tuning.errors import PlanError
+from mile.tuning.handle import TuningHandle, apply_plan
 from mile.tuning.plan import PlanConfig
-
-if TYPE_CHECKING:
-    from mile.tuning.handle import TuningHandle
 
 FORMAT, VERSION = "mile-tuning", 1
 PLAN_FILE, TRAINABLE_FILE = "plan.json", "trainable.safetensors"
@@ -57,7 +55,14 @@ def _own_trainable(handle: TuningHandle, tower: str) -> dict[str, nn.Parameter]:
     }
 
 
-def save_tuned(handle: TuningHandle, directory: Path) -> Path:
+def save_tuned(handle: TuningHandle, directory: str | Path) -> Path:
+    """Write the plan and only what it trains into `directory` (the layout above)."""
+    directory = Path(directory)
+    outside = [
+        n for n, p in handle.model.named_parameters() if p.requires_grad and n.split(".")[0] not in TOWERS
+    ]
+    if outside:  # nothing would save them
+        raise PlanError(f"trainable parameters outside the towers {list(TOWERS)}: {outside[:5]}")
     directory.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT,
@@ -95,12 +100,16 @@ def read_plan(directory: str | Path) -> PlanConfig:
     return PlanConfig.model_validate(meta["plan"])
 
 
-def load_weights(handle: TuningHandle, directory: Path) -> None:
+def load_weights(handle: TuningHandle, directory: str | Path) -> None:
+    """Load what `save_tuned` wrote for the same plan onto the handle's model."""
+    directory = Path(directory)
     saved = read_plan(directory)
     if saved != handle.plan:
+        theirs, ours = _flat(saved.model_dump()), _flat(handle.plan.model_dump())
+        keys = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+        differ = "; ".join(f"{k}: saved {theirs.get(k)!r}, here {ours.get(k)!r}" for k in keys[:4])
         raise PlanError(
-            f"{directory} was saved with plan {saved.notation()} ({saved.model_dump()}), "
-            f"not this model's {handle.plan.notation()} ({handle.plan.model_dump()})"
+            f"{directory} was saved with plan {saved.notation()}, not this model's {handle.plan.notation()} ({differ})"
         )
     with _unmerged(handle):
         for tower in TOWERS:
@@ -109,6 +118,12 @@ def load_weights(handle: TuningHandle, directory: Path) -> None:
                 applied.load(directory / tower)
             if own:
                 _load_own(own, directory / tower / TRAINABLE_FILE)
+
+
+def _flat(data: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: data}
 
 
 def _load_own(own: dict[str, nn.Parameter], file: Path) -> None:
@@ -134,9 +149,10 @@ def _load_own(own: dict[str, nn.Parameter], file: Path) -> None:
 
 
 def load_tuned(model: nn.Module, directory: str | Path) -> TuningHandle:
-    """Apply the plan saved in `directory` to a base model and load its trained weights."""
-    from mile.tuning.handle import apply_plan
-
+    """Apply the plan saved in `directory` to a base model and load its trained weights. The model stays in the
+    mode it was in (injected layers arrive in training mode: dropout on, in an eval-mode model)."""
+    training = model.training
     handle = apply_plan(model, read_plan(directory))
-    handle.load(directory)
+    load_weights(handle, directory)
+    model.train(training)
     return handle

@@ -9,19 +9,21 @@ paper's settings), changed by suffixes: `_r4` (rank `r`), `_p20` (`num_virtual_t
 Formatting writes the tokens that parse back to the same plan; a tower whose settings the notation cannot express
 gets a `+` (`LoRA+`), and a plan with extra trainable parameters ends in `+extra`. Those are labels only: parsing
 refuses them, since the settings they stand for are not in the string.
+
+This module maps tokens to treatments (mile.tuning.treatment); whole plans go through `parse_plan_notation` /
+`format_plan_notation` in mile.tuning.plan, which builds on it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
-
-from pydantic import ValidationError
 
 from mile.tuning.base import TOWERS
 from mile.tuning.errors import PlanError
-from mile.tuning.plan import MethodSpec, PlanConfig, resolve_treatment
 from mile.tuning.registry import methods
+from mile.tuning.treatment import MethodSpec, resolve_treatment
 
 FIXED = {"F": "frozen", "T": "full"}
 SUFFIX_KEYS = {"r": "r", "p": "num_virtual_tokens", "rf": "reduction_factor"}
@@ -64,8 +66,8 @@ def parse_token(token: str, tower: str, rank: int | None = None) -> str | Method
         raise PlanError(f"notation token {token!r}: {exc}") from None
 
 
-def parse_plan_notation(text: str) -> PlanConfig:
-    """`T-T-LoRA`, `F-IA3-IA3`, `F-LoRA_r4-LoRA_r4`, `F-LoRA-LoRA r4` -> a PlanConfig with the paper defaults."""
+def parse_notation(text: str) -> dict[str, str | MethodSpec]:
+    """`T-T-LoRA`, `F-LoRA_r4-LoRA_r4`, `F-LoRA-LoRA r4` -> each tower's treatment, with the paper defaults."""
     body, _, rest = text.strip().partition(" ")
     rank = None
     if rest:
@@ -83,11 +85,7 @@ def parse_plan_notation(text: str) -> PlanConfig:
         raise PlanError(
             f"plan notation {text!r}: expected {len(TOWERS)} tokens {'-'.join(TOWERS)}, e.g. T-T-LoRA"
         )
-    treatments = {tower: parse_token(tok, tower, rank) for tower, tok in zip(TOWERS, tokens, strict=True)}
-    try:
-        return PlanConfig(**treatments)
-    except ValidationError as exc:  # pragma: no cover - treatments are validated above
-        raise PlanError(str(exc)) from None
+    return {tower: parse_token(tok, tower, rank) for tower, tok in zip(TOWERS, tokens, strict=True)}
 
 
 def format_token(treatment: str | MethodSpec, tower: str) -> str:
@@ -109,6 +107,7 @@ def format_token(treatment: str | MethodSpec, tower: str) -> str:
     return token if same else token + "+"
 
 
-def format_plan_notation(plan: PlanConfig) -> str:
-    text = "-".join(format_token(plan.tower(t), t) for t in TOWERS)
-    return text + ("+extra" if plan.extra_trainable else "")
+def format_notation(treatments: Mapping[str, str | MethodSpec], *, extra: bool = False) -> str:
+    """The tokens of each tower's treatment, `+extra` when the plan also trains extra parameters."""
+    text = "-".join(format_token(treatments[t], t) for t in TOWERS)
+    return text + ("+extra" if extra else "")

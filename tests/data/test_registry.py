@@ -13,12 +13,18 @@ from mile.data.registry import dataset_names, load_dataset
 
 
 def test_names() -> None:
-    assert dataset_names() == ["generic", "instruct", "jsonl", "slake", "vqa_rad", "vqa_rad_public"]
+    assert dataset_names() == [
+        "generic",
+        "jsonl",
+        "slake",
+        "vqa_rad",
+        "vqa_rad_public",
+    ]  # instruct: mile.instruct
 
 
 def test_unknown_name_lists_valid_names(tmp_path: Path) -> None:
     with pytest.raises(
-        DataError, match=r"unknown dataset 'slak'; valid names: \['generic', 'instruct', 'jsonl', 'slake'"
+        DataError, match=r"unknown dataset 'slak'; valid names: \['generic', 'jsonl', 'slake'"
     ):
         load_dataset("slak", tmp_path)
 

@@ -1,42 +1,50 @@
-"""Checkpoints and trained weights: a run never uses files it did not write, never writes NaN weights, and a
-write that cannot complete leaves the previous checkpoint in place."""
+"""Weights and checkpoints in one format: a run never uses files it did not write, never writes NaN weights, and a
+write that cannot complete leaves the previous folder in place (peft's own API reading a run's adapters:
+tests/engine/test_train.py)."""
 
 import errno
 import json
 
 import pytest
 import torch
-from torch import nn
 
 import mile.engine.checkpoint as ckpt
 from mile.atomic import WriteError
+from mile.config import load_config
+from mile.engine.build import build_session
 from mile.engine.checkpoint import (
     NonFiniteWeights,
     Progress,
     latest_checkpoint,
     load_checkpoint,
-    load_trainable,
+    load_weights,
     save_checkpoint,
-    save_trainable,
+    save_weights,
 )
 from mile.model.checkpoints import CheckpointError
 
+PLAN = ["plan.vision=frozen", "plan.text_encoder=full", "plan.text_decoder={method: lora, r: 4}"]
 
-def _parts(seed=0):
+
+def _parts(seed=0, plan=PLAN):
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
-    model[0].weight.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    session = build_session(load_config(None, ["model.size=tiny", "model.image_size=32", *plan]))
+    trainable = [p for p in session.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    model(torch.randn(2, 4)).sum().backward()
-    optimizer.step()
-    return model, optimizer, scheduler
+    sum(p.sum() for p in trainable).backward()
+    optimizer.step()  # moves the weights away from their initialisation, and gives AdamW state
+    return session.tuning, optimizer, scheduler
+
+
+def _trainable(handle):
+    return {n: p.detach().clone() for n, p in handle.model.named_parameters() if p.requires_grad}
 
 
 def _saved(tmp_path, step=3):
-    model, optimizer, scheduler = _parts()
-    path = save_checkpoint(tmp_path / "ck", model, optimizer, scheduler, Progress(epoch=1, step=step))
-    return path, _parts(seed=1)
+    handle, optimizer, scheduler = _parts()
+    path = save_checkpoint(tmp_path / "ck", handle, optimizer, scheduler, Progress(epoch=1, step=step))
+    return path, handle, _parts(seed=1)
 
 
 def _flip_a_byte(file, at=-5):
@@ -45,46 +53,73 @@ def _flip_a_byte(file, at=-5):
     file.write_bytes(bytes(data))
 
 
-def test_a_checkpoint_round_trips_with_a_manifest_of_digests(tmp_path):
-    path, (model, optimizer, scheduler) = _saved(tmp_path)
+def test_a_checkpoint_round_trips_with_a_manifest_of_every_file(tmp_path):
+    path, saved, (handle, optimizer, scheduler) = _saved(tmp_path)
     assert set(json.loads((path / "manifest.json").read_text())) == {
-        "trainable.safetensors",
         "optimizer.pt",
         "progress.json",
+        "weights/plan.json",
+        "weights/text_decoder/adapter_config.json",
+        "weights/text_decoder/adapter_model.safetensors",
+        "weights/text_encoder/trainable.safetensors",
     }
-    assert load_checkpoint(path, model, optimizer, scheduler).step == 3
-    assert torch.equal(model[1].weight, _parts()[0][1].weight)
+    assert load_checkpoint(path, handle, optimizer, scheduler).step == 3
+    want, got = _trainable(saved), _trainable(handle)
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
 
-@pytest.mark.parametrize("name", ["trainable.safetensors", "optimizer.pt", "progress.json"])
+def test_run_weights_load_onto_a_fresh_model_in_the_mode_it_was_in(tmp_path):
+    saved, _, _ = _parts()
+    save_weights(saved, tmp_path / "weights")
+    handle, _, _ = _parts(seed=1)
+    handle.model.eval()
+    load_weights(handle, tmp_path / "weights")
+    want, got = _trainable(saved), _trainable(handle)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert not any(m.training for m in handle.model.modules())
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["weights/text_decoder/adapter_model.safetensors", "weights/plan.json", "optimizer.pt", "progress.json"],
+)
 def test_a_damaged_checkpoint_file_is_refused_naming_it(tmp_path, name):
-    path, parts = _saved(tmp_path)
+    path, _, parts = _saved(tmp_path)
     _flip_a_byte(path / name)
     with pytest.raises(CheckpointError, match=f"{path / name} is damaged.*--restart"):
         load_checkpoint(path, *parts)
 
 
-def test_a_truncated_checkpoint_file_is_refused(tmp_path):
-    path, parts = _saved(tmp_path)
+def test_a_truncated_or_missing_file_is_refused(tmp_path):
+    path, _, parts = _saved(tmp_path)
     file = path / "optimizer.pt"
     file.write_bytes(file.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="optimizer.pt is damaged"):
         load_checkpoint(path, *parts)
+    path, _, parts = _saved(tmp_path / "again")
+    (path / "weights" / "text_encoder" / "trainable.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="trainable.safetensors is missing"):
+        load_checkpoint(path, *parts)
 
 
-def test_without_a_manifest_a_garbled_file_is_still_a_clear_error(tmp_path):
-    path, parts = _saved(tmp_path)
-    (path / "manifest.json").unlink()  # as written before manifests existed
-    (path / "progress.json").write_text('{"epoch": 1, "step": ')
-    with pytest.raises(CheckpointError, match=f"checkpoint {path} cannot be read.*--restart"):
-        load_checkpoint(path, *parts)
-    (path / "progress.json").write_text('{"epoch": 1, "steps": 2}')  # valid JSON, wrong fields
-    with pytest.raises(CheckpointError, match="cannot be read"):
-        load_checkpoint(path, *parts)
+def test_weights_without_a_manifest_are_refused(tmp_path):
+    saved, _, _ = _parts()
+    save_weights(saved, tmp_path / "weights")
+    (tmp_path / "weights" / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="has no manifest.json.*--restart"):
+        load_weights(saved, tmp_path / "weights")
+
+
+def test_weights_of_another_plan_are_a_clear_error(tmp_path):
+    saved, _, _ = _parts()
+    save_weights(saved, tmp_path / "weights")
+    other, _, _ = _parts(plan=["plan.vision=frozen", "plan.text_encoder=frozen", "plan.text_decoder=ia3"])
+    with pytest.raises(CheckpointError, match="does not fit this run's model and plan"):
+        load_weights(other, tmp_path / "weights")
 
 
 def test_a_last_pointer_that_names_no_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
-    path, _ = _saved(tmp_path)
+    path, _, _ = _saved(tmp_path)
     assert latest_checkpoint(path.parent) == path
     for name in ("step-00000099-b0", "", "../elsewhere", "\udcff"):
         (path.parent / "last").write_text(name, errors="surrogateescape")
@@ -94,44 +129,27 @@ def test_a_last_pointer_that_names_no_checkpoint_is_an_error_not_a_fresh_start(t
     assert latest_checkpoint(path.parent) is None  # no checkpoint yet: a fresh start is right
 
 
-def test_trained_weights_carry_a_digest_checked_on_load(tmp_path):
-    model, _, _ = _parts()
-    file = tmp_path / "weights" / "trainable.safetensors"
-    save_trainable(model, file)
-    assert (tmp_path / "weights" / "trainable.safetensors.sha256").is_file()
-    load_trainable(_parts(seed=1)[0], file)
-    _flip_a_byte(file)
-    with pytest.raises(CheckpointError, match="is damaged"):
-        load_trainable(model, file)
-
-
-def test_weights_without_a_digest_load_but_garbage_is_a_clear_error(tmp_path):
-    model, _, _ = _parts()
-    file = tmp_path / "trainable.safetensors"
-    save_trainable(model, file)
-    (tmp_path / "trainable.safetensors.sha256").unlink()
-    load_trainable(model, file)  # weights from before digests existed
-    file.write_bytes(b"not safetensors at all")
-    with pytest.raises(CheckpointError, match=f"{file} cannot be read as safetensors"):
-        load_trainable(model, file)
-
-
 def test_non_finite_weights_are_never_written(tmp_path):
-    model, optimizer, scheduler = _parts()
-    first = save_checkpoint(tmp_path / "ck", model, optimizer, scheduler, Progress(step=1))
+    handle, optimizer, scheduler = _parts()
+    first = save_checkpoint(tmp_path / "ck", handle, optimizer, scheduler, Progress(step=1))
+    save_weights(handle, tmp_path / "weights")
+    before = (tmp_path / "weights" / "manifest.json").read_text()
     with torch.no_grad():
-        model[1].bias[0] = float("nan")
-    with pytest.raises(NonFiniteWeights, match=r"1 of 3 trainable tensors hold NaN or inf \(e.g. 1.bias\)"):
-        save_checkpoint(tmp_path / "ck", model, optimizer, scheduler, Progress(step=2))
+        lora = next(p for n, p in handle.model.named_parameters() if p.requires_grad and "lora_B" in n)
+        lora[0, 0] = float("nan")
+    with pytest.raises(
+        NonFiniteWeights, match=r"1 of \d+ trainable tensors hold NaN or inf \(e.g. text_decoder"
+    ):
+        save_checkpoint(tmp_path / "ck", handle, optimizer, scheduler, Progress(step=2))
     assert latest_checkpoint(tmp_path / "ck") == first and not list((tmp_path / "ck").glob(".*"))
     with pytest.raises(NonFiniteWeights):
-        save_trainable(model, tmp_path / "w" / "trainable.safetensors")
-    assert not (tmp_path / "w" / "trainable.safetensors").exists()
+        save_weights(handle, tmp_path / "weights")
+    assert (tmp_path / "weights" / "manifest.json").read_text() == before  # the old weights stay
 
 
 def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    model, optimizer, scheduler = _parts()
-    first = save_checkpoint(tmp_path / "ck", model, optimizer, scheduler, Progress(step=1))
+    handle, optimizer, scheduler = _parts()
+    first = save_checkpoint(tmp_path / "ck", handle, optimizer, scheduler, Progress(step=1))
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -140,6 +158,6 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, mon
     with pytest.raises(
         WriteError, match=r"cannot write .*step-00000002-b0: No space left on device.*disk is full"
     ):
-        save_checkpoint(tmp_path / "ck", model, optimizer, scheduler, Progress(step=2))
+        save_checkpoint(tmp_path / "ck", handle, optimizer, scheduler, Progress(step=2))
     assert latest_checkpoint(tmp_path / "ck") == first
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["last", first.name]  # no partial folder

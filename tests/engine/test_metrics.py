@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mile.engine.metrics import answer_tokens, is_correct, normalize_answer, score, token_scores
+from mile.data.answers import answer_tokens, normalize_answer
+from mile.engine.metrics import is_correct, score, token_scores
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from weights_helpers import same_tensors
 
 from mile.engine.checkpoint import latest_checkpoint
 from mile.engine.features import FeatureCache
@@ -24,7 +25,7 @@ def test_train_writes_a_complete_run_directory(tiny_config, tmp_path):
     for name in ("config.yaml", "env.json", "params.json", "train_stats.json", "data_report.json", "log.txt"):
         assert (run / name).is_file(), name
     assert run.is_done()
-    assert (run.weights / "trainable.safetensors").is_file()
+    assert (run.weights / "plan.json").is_file() and (run.weights / "manifest.json").is_file()
     m = json.loads((run.eval_dir("test") / "metrics.json").read_text())
     assert m == metrics["test"] and m["n"] == 24 and m["global"]["n"] == 24
     assert (run.path / "eval" / "epoch-1" / "test" / "metrics.json").is_file()
@@ -64,10 +65,7 @@ def test_frozen_towers_get_no_grad_and_no_optimizer_state(tiny_config, tmp_path)
     params = run.read_json("params.json")
     assert params["towers"]["vision"]["trainable"] == 0 and params["towers"]["text_encoder"]["trainable"] == 0
     assert n_params == len(state["state"])  # every parameter the optimizer knows is trained
-    from safetensors.torch import load_file
-
-    saved = load_file(str(run.weights / "trainable.safetensors"))
-    assert not any(k.startswith(("vision.", "text_encoder.")) for k in saved)
+    assert sorted(p.name for p in run.weights.iterdir()) == ["manifest.json", "plan.json", "text_decoder"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -114,13 +112,7 @@ def test_resume_finishes_like_an_uninterrupted_run(tiny_config, tmp_path, stop_a
     assert resumed["test"] == whole.read_json("eval/test/metrics.json")
     stats = broken.read_json("train_stats.json")
     assert stats["resumed"] and stats["samples"] == whole.read_json("train_stats.json")["samples"]
-    from safetensors.torch import load_file
-
-    a, b = (
-        load_file(str(whole.weights / "trainable.safetensors")),
-        load_file(str(broken.weights / "trainable.safetensors")),
-    )
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_tensors(whole.weights, broken.weights)
 
 
 def _interrupt_after(cfg, run, steps):
@@ -226,7 +218,7 @@ def test_eval_of_a_run_whose_weights_do_not_match_its_config_names_the_mismatch(
     (run / "config.yaml").write_text(cfg.replace("r: 8", "r: 4", 1))
     with pytest.raises(
         ValueError,
-        match=r"does not match this run's model: text_decoder\..*lora_A.*file \(8, 32\) vs model \(4, 32\)",
+        match=r"saved with plan T-T-LoRA, not this model's T-T-LoRA_r4 \(text_decoder.r: saved 8, here 4\)",
     ):
         evaluate_run(run, ["test"])
 
@@ -259,3 +251,34 @@ def test_loss_falls_on_a_tiny_overfit_set_until_the_model_answers_it(tiny_config
     losses = _losses(run)
     assert losses[-1] < 0.05 * losses[0]
     assert metrics["global"]["acc"] == 1.0, (run.eval_dir("train") / "predictions.jsonl").read_text()
+
+
+def test_adapters_trained_by_mile_train_load_through_peft_with_identical_logits(tiny_config, tmp_path):
+    from accelerate.utils import set_seed
+    from peft import PeftModel
+
+    from mile.engine.build import build_session
+
+    cfg = tiny_config(
+        "plan.vision=frozen", "plan.text_encoder=frozen", "plan.text_decoder={method: lora, r: 4}"
+    )
+    run = RunDir(tmp_path / "run")
+    train_run(cfg, run)
+    trained = load_trained(run).model
+    set_seed(cfg.train.seed)  # the base weights the run started from: built before its plan drew LoRA's init
+    plain = build_session(tiny_config("plan.vision=frozen", "plan.text_encoder=frozen")).model
+    peft = PeftModel.from_pretrained(plain.text_decoder, str(run.weights / "text_decoder"))
+    plain.text_decoder = peft.base_model.model  # our tower with peft's LoRA layers, read by peft
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "question_ids": torch.randint(1000, 30000, (2, 6), generator=g),
+        "question_mask": torch.ones(2, 6, dtype=torch.long),
+        "answer_ids": torch.randint(1000, 30000, (2, 4), generator=g),
+        "answer_mask": torch.ones(2, 4, dtype=torch.long),
+        "pixels": torch.randn(2, 3, 32, 32, generator=g),
+    }
+    trained.eval(), plain.eval()
+    with torch.no_grad():
+        want, got = trained(**batch).logits, plain(**batch).logits
+    assert not torch.equal(want, build_session(cfg).model.eval()(**batch).logits)  # training changed them
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

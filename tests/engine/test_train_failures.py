@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from weights_helpers import saved_tensors
 
 import mile.engine.checkpoint as ckpt
 import mile.engine.rundir as rundir
@@ -40,16 +40,16 @@ def test_weights_that_turn_nan_fail_the_run_and_are_never_saved(tiny_config, tmp
     status = run.status()
     assert status["state"] == "failed" and "NonFiniteWeights" in status["error"]
     assert "\n" not in status["error"]
-    assert not (run.weights / "trainable.safetensors").exists()
+    assert not run.weights.exists()
     last = latest_checkpoint(run.checkpoints)
     assert last is not None
-    assert all(torch.isfinite(t).all() for t in load_file(str(last / "trainable.safetensors")).values())
+    assert all(torch.isfinite(t).all() for t in saved_tensors(last / "weights").values())
 
 
 def test_zero_epochs_still_gives_a_usable_done_run(tiny_config, tmp_path, demo_data):
     run = RunDir(tmp_path / "run")
     metrics = train_run(tiny_config("train.epochs=0"), run)
-    assert run.is_done() and (run.weights / "trainable.safetensors").is_file()
+    assert run.is_done() and (run.weights / "manifest.json").is_file()
     assert evaluate_run(run, ["test"])["test"] == metrics["test"]
     image = sorted((demo_data / "images").iterdir())[0]
     assert len(answer(load_trained(run), str(image), ["is this a ct?"])) == 1

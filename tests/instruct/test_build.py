@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from instruct_builders import RAD_OPTIONS_TRAIN
 
+from mile.data.answers import normalize_answer
 from mile.data.errors import DataError
 from mile.data.sample import Sample
-from mile.engine.metrics import normalize_answer
 from mile.instruct.build import InstructionSource, build_instruction_data
 from mile.instruct.options import (
     DistractorPool,

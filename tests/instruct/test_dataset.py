@@ -12,10 +12,10 @@ from data_builders import write_json
 from instruct_builders import authors_format
 
 from mile.data.errors import DataError
-from mile.data.registry import load_dataset
 from mile.data.sample import Sample
 from mile.instruct.build import build_instruction_data
 from mile.instruct.dataset import ImageRoots, PromptChooser, load_instruction
+from mile.instruct.registry import load_dataset
 
 
 @pytest.fixture

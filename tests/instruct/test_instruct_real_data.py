@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mile.data.registry import load_dataset
 from mile.instruct.build import build_instruction_data
 from mile.instruct.leaks import find_leaks
+from mile.instruct.registry import load_dataset
 
 
 def test_vqa_rad_test_split(shared_data: Path, tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ def test_label_dir_names_rows_by_their_run_directories_without_the_seed(fake_run
     assert sorted((r.setting, r.seeds) for r in rows) == [("a-direct", [3]), ("plain", [1, 2])]
     assert sorted(r.setting for r in build_rows(done, None, "yesno")[0]) == ["lr=1e-4", "lr=5e-5"]
     assert "| a-direct |" in write_report(runs_root, label="dir").markdown
-    with pytest.raises(ValueError, match="--label 'name'"):
+    with pytest.raises(ValueError, match="unknown setting label 'name'"):
         write_report(runs_root, label="name")
 
 

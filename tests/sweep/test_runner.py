@@ -9,9 +9,10 @@ import threading
 import pytest
 import yaml
 
+from mile.engine.rundir import RunDir
 from mile.sweep import SweepError, load_sweep, parse_shard, run_sweep, select_shard
 from mile.sweep.lock import RunLock
-from mile.sweep.runner import LOCKS, RECORD
+from mile.sweep.runner import LOCKS, RECORD, run_one
 
 GRID = {"grid": {"plan": ["F-LoRA_r4-LoRA_r4", "T-T-T", "F-F-PTV2"], "train.seed": [1, 2]}}
 
@@ -206,3 +207,14 @@ def test_missing_initial_weights_stop_the_sweep_before_it_starts(make_sweep, fak
     with pytest.raises(SweepError, match="model.init.path=PLACEHOLDER"):
         run_sweep(load_sweep(path), train=train, echo=quiet)
     assert train.calls == []
+
+
+def test_a_config_changed_while_waiting_for_the_lock_fails_that_run(make_sweep, fake_train):
+    sweep = load_sweep(make_sweep({"grid": {"plan": ["T-T-T"]}}))
+    run = sweep.runs[0]
+    other = load_sweep(make_sweep({"overrides": {"train.lr": 0.5}, "grid": {"plan": ["T-T-T"]}})).runs[0]
+    RunDir(sweep.run_dir(run)).create(other.config)  # another sweep wrote it after check_existing
+    train = fake_train()
+    outcome = run_one(sweep, run, force=False, train=train)
+    assert outcome.state == "failed" and train.calls == []
+    assert "train.lr (run: 0.5" in outcome.error and "--force" in outcome.error

@@ -11,6 +11,7 @@ from torch.testing import assert_close
 from tuning_helpers import fresh, logits, only, train_steps
 
 from mile.tuning import PlanError, apply_plan, count_parameters, load_tuned, read_plan
+from mile.tuning.io import load_weights, save_tuned
 
 
 def _numel(module) -> int:
@@ -49,7 +50,7 @@ def test_extra_trainable_parameters_train_and_save_beside_the_adapter(base, batc
     assert "text_decoder.layers.0.self_attn.q.base_layer.bias" in trainable  # renamed by peft, still trained
     assert not handle.restores_base
     train_steps(model, batch, steps=2)
-    handle.save(tmp_path)
+    save_tuned(handle, tmp_path)
     own = json.loads((tmp_path / "plan.json").read_text())
     assert own["notation"] == "F-F-LoRA+extra"
     assert (tmp_path / "text_decoder" / "trainable.safetensors").is_file()
@@ -112,7 +113,7 @@ def test_saving_while_merged_saves_the_unmerged_weights(base, batch, tmp_path):
     handle = apply_plan(model, "F-F-LoRA")
     train_steps(model, batch, steps=2)
     handle.merge()
-    handle.save(tmp_path)
+    save_tuned(handle, tmp_path)
     restored = fresh(base)
     load_tuned(restored, tmp_path)
     assert_close(logits(restored, batch), logits(model, batch), atol=2e-5, rtol=1e-4)
@@ -120,11 +121,14 @@ def test_saving_while_merged_saves_the_unmerged_weights(base, batch, tmp_path):
 
 def test_loading_checks_the_plan_and_the_files(base, tmp_path):
     model = fresh(base)
-    apply_plan(model, "F-F-LoRA").save(tmp_path)
+    save_tuned(apply_plan(model, "F-F-LoRA"), tmp_path)
     assert read_plan(tmp_path).notation() == "F-F-LoRA"
     other = apply_plan(fresh(base), "F-F-LoRA_r4")
-    with pytest.raises(PlanError, match="saved with plan F-F-LoRA .*not this model's F-F-LoRA_r4"):
-        other.load(tmp_path)
+    with pytest.raises(
+        PlanError,
+        match="saved with plan F-F-LoRA, not this model's F-F-LoRA_r4 \\(text_decoder.r: saved 8, here 4\\)",
+    ):
+        load_weights(other, tmp_path)
     (tmp_path / "text_decoder" / "adapter_model.safetensors").unlink()
     with pytest.raises(PlanError, match="adapter_model.safetensors is missing"):
         load_tuned(fresh(base), tmp_path)
@@ -136,7 +140,7 @@ def test_a_saved_peft_tower_also_loads_with_peft(base, batch, tmp_path):
     model = fresh(base)
     handle = apply_plan(model, "F-F-LoRA")
     train_steps(model, batch, steps=2)
-    handle.save(tmp_path)
+    save_tuned(handle, tmp_path)
     plain = fresh(base)
     peft_model = PeftModel.from_pretrained(plain.text_decoder, str(tmp_path / "text_decoder"))
     plain.text_decoder = peft_model.base_model.model  # the same tower, LoRA layers injected by peft
@@ -159,3 +163,13 @@ def test_adalora_budget_and_regulariser(base, batch):
         opt.zero_grad()
     assert handle.applied["text_decoder"].config.rank_pattern  # the budget was allocated
     assert apply_plan(fresh(base), "F-F-LoRA").regularization_loss() is None
+
+
+def test_load_tuned_leaves_the_model_in_the_mode_it_was_in(base, tmp_path):
+    save_tuned(apply_plan(fresh(base), "F-F-LoRA"), tmp_path)
+    for training in (False, True):
+        reference = apply_plan(fresh(base), "F-F-LoRA").model.train(training)  # what the mode switch gives
+        model = fresh(base).train(training)
+        load_tuned(model, tmp_path)  # peft injects its layers in training mode
+        assert [m.training for m in model.modules()] == [m.training for m in reference.modules()]
+    assert not any(m.training for m in model.train(False).modules())

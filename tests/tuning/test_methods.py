@@ -14,6 +14,7 @@ from torch.testing import assert_close
 from tuning_helpers import fresh, logits, only, snapshot, train_steps
 
 from mile.tuning import apply_plan, count_parameters, load_tuned
+from mile.tuning.io import save_tuned
 from mile.tuning.partial import PartialApplied
 
 D, F, L, P = 32, 64, 2, 10  # width, feed-forward width, layers, virtual tokens
@@ -181,7 +182,7 @@ def test_bf16_autocast_agrees_with_fp32(run, batch):
 
 
 def test_adapter_only_checkpoint_round_trips(run, base, batch, tmp_path):
-    run.handle.save(tmp_path)
+    save_tuned(run.handle, tmp_path)
     tower_dir = tmp_path / run.case.tower
     peft = (tower_dir / "adapter_config.json").is_file()
     assert peft == (run.handle.applied[run.case.tower].__class__.__name__ == "PeftApplied")

@@ -11,13 +11,14 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from mile.errors import MileError
 from mile.model.vision import resize_pos_embed
 
 # A rule: regex over a source key -> a replacement template (str for one target, a function for several).
 Rule = tuple[str, "str | Callable[[re.Match, Tensor], dict[str, Tensor]]"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MileError, ValueError):
     """A checkpoint that cannot be loaded as asked; the message names the file and the key."""
 
 

@@ -1,4 +1,4 @@
-"""`mile report`: argument handling and printing around write_report."""
+"""`mile report` and `mile compare`: argument handling and printing around write_report / compare_runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-from . import write_report
+from mile.engine.rundir import RunDir
+from mile.report import write_report
+from mile.report.compare import compare_runs, comparison_json, format_comparison
 
 
 def report_command(
@@ -20,10 +22,6 @@ def report_command(
 
 
 def compare_command(run_a: Path, run_b: Path, split: str | None, rule: str, as_json: bool) -> None:
-    from mile.engine.rundir import RunDir
-
-    from .compare import compare_runs, comparison_json, format_comparison
-
     if split is None:
         splits = RunDir(run_a).config().data.eval_splits
         if not splits:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from .dryrun import count_runs, format_counts
-from .runner import parse_shard, run_sweep, select_only, select_shard
-from .spec import load_sweep
+from mile.sweep.dryrun import count_runs, format_counts
+from mile.sweep.runner import parse_shard, run_sweep, select_runs
+from mile.sweep.spec import load_sweep
 
 
 def sweep_command(
@@ -23,8 +23,7 @@ def sweep_command(
     parts = parse_shard(shard)
     sweep = load_sweep(path, output_dir)
     if dry_run:
-        runs = select_only(select_shard(sweep.runs, parts), only, sweep.runs)
-        typer.echo(format_counts(sweep, count_runs(sweep, runs), parts))
+        typer.echo(format_counts(sweep, count_runs(sweep, select_runs(sweep, parts, only)), parts))
         return 0
     summary = run_sweep(sweep, shard=parts, force=force, echo=typer.echo, only=only)
     return 1 if summary.failed else 0
