@@ -99,12 +99,14 @@ class Bench:
     def __init__(self, job: Job):
         from accelerate.utils import set_seed
 
+        from mile.engine.accelerator import make_accelerator
         from mile.engine.build import build_session
         from mile.engine.datasets import load_split, load_train
+        from mile.engine.features import feature_cache
         from mile.engine.memory import tune_memory
         from mile.engine.precision import resolve_precision
         from mile.engine.rundir import RunDir
-        from mile.engine.train import Trainer, feature_cache, make_accelerator
+        from mile.engine.train import Trainer
 
         self.cfg = cfg = job_config(job)
         self.precision = resolve_precision(cfg.train.mixed_precision, "cpu")

@@ -1,10 +1,12 @@
 """Run configuration: YAML files validated against typed sections, with `key.sub=value` overrides.
 
 Every problem in a config is reported at once, each naming the dotted key, the bad value and what is valid.
+Layers (`extends`, overrides, sweep values, eval-time overrides) combine by one rule, `merge_config`.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from pathlib import Path
@@ -17,8 +19,13 @@ from mile.errors import MileError
 from mile.instruct.registry import dataset_names
 from mile.model.config import SIZES
 from mile.model.generation import GenerationConfig
+from mile.pretrained import INIT_KINDS
 from mile.safe_yaml import YAMLError, parse_yaml
-from mile.tuning.plan import PlanConfig
+from mile.tuning.base import TOWERS
+from mile.tuning.errors import PlanError
+from mile.tuning.plan import PlanConfig, parse_plan_notation
+from mile.tuning.registry import methods
+from mile.tuning.treatment import FIXED
 
 # Upper bounds for counts, so that an absurd value (1e15) is a config error, not a traceback deep in a loop.
 MAX_BATCH, MAX_TOKENS, MAX_COUNT = 2**16, 512, 2**31 - 1
@@ -30,7 +37,7 @@ class Section(BaseModel):
 
 
 class InitSection(Section):
-    kind: Literal["random", "blip_hf", "blip_pth", "compose", "mile"] = "random"
+    kind: Literal[INIT_KINDS] = "random"  # the kinds mile.pretrained.build knows
     path: str | None = None  # blip_hf: directory or hub id; blip_pth: .pth file; mile: saved directory
     vision: str | None = None  # compose: transformers ViT / DINOv2 directory
     text: str | None = None  # compose: BERT directory (both text towers)
@@ -176,6 +183,11 @@ class Config(Section):
     run: RunSection = Field(default_factory=RunSection)
     extends: str | None = None  # a base config file, relative to this one; this file's keys win
 
+    @field_validator("plan", mode="before")
+    @classmethod
+    def _plan_notation(cls, value: Any) -> Any:
+        return _plan_towers(value)  # `plan: F-IA3-IA3` in a file that nothing was merged into
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude={"extends"}), sort_keys=False)
 
@@ -219,7 +231,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data = _read_yaml(Path(path)) if path is not None else {}
     source = str(path) if path is not None else "<defaults>"
     for item in overrides or []:
-        _apply_override(data, item)
+        data = merge_config(data, override_layer(item))
     return validate_config(data, source)
 
 
@@ -295,19 +307,83 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base_path = (path.parent / str(base)).resolve()
     if base_path in seen:
         raise ConfigError(f"config {path} extends {base_path}, which is already being read (a cycle)")
-    return _merge(_read_yaml(base_path, (*seen, base_path)), data)
+    return merge_config(_read_yaml(base_path, (*seen, base_path)), data)
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def merge_config(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`: the one rule for `extends`, `key=value` overrides, sweeps and eval-time overrides.
+
+    Mappings merge key by key; anything else, lists too, is replaced. A tower's treatment (`plan.vision`,
+    `plan.text_encoder`, `plan.text_decoder`) that `top` gives is replaced whole, since one method's options mean
+    nothing to another; only a mapping without `method` (`plan.text_decoder.r=8`), which cannot be a treatment on
+    its own, edits the base's. A plan in notation (`T-T-LoRA`) stands for its three towers' treatments, so the
+    base's `plan.extra_trainable` stays. Neither input is changed.
+    """
+    out = copy.deepcopy(base)
     for key, value in top.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
+        out[key] = _plan_over(out.get(key), value) if key == "plan" else _nested(out.get(key), value)
     return out
 
 
-def _apply_override(data: dict[str, Any], item: str) -> None:
+def _nested(base: Any, top: Any) -> Any:
+    if isinstance(base, dict) and isinstance(top, dict):
+        return {**base, **{key: _nested(base.get(key), value) for key, value in top.items()}}
+    return copy.deepcopy(top)
+
+
+def _plan_over(base: Any, top: Any) -> Any:
+    base, top = _towers_or_text(base), _towers_or_text(top)
+    if isinstance(base, str) and isinstance(top, dict):
+        return base  # notation that does not parse: kept for validation to report, not silently edited away
+    if not (isinstance(base, dict) and isinstance(top, dict)):
+        return copy.deepcopy(top)
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _treatment(base.get(key), value) if key in TOWERS else _nested(base.get(key), value)
+    return out
+
+
+def _treatment(base: Any, top: Any) -> Any:
+    """A tower's treatment from `top` whole, or `top`'s options over the base's method."""
+    if not isinstance(top, dict) or "method" in top:
+        return copy.deepcopy(top)
+    if isinstance(base, str) and base not in FIXED:
+        base = {"method": base}  # a method by name
+    if not isinstance(base, dict):
+        return copy.deepcopy(top)  # options for frozen / full: validation says the method is missing
+    info = methods().get(str(base.get("method")).lower())
+    aliases = dict(info.aliases) if info else {}
+    given = {aliases.get(key, key) for key in top}
+    # an option given by its alias (`alpha`) replaces the base's under its own name (`lora_alpha`)
+    kept = {key: value for key, value in base.items() if aliases.get(key, key) not in given}
+    return {**kept, **copy.deepcopy(top)}
+
+
+def _plan_towers(plan: Any) -> Any:
+    """A plan in notation as its three towers' treatments (paper defaults written out); anything else as it is.
+    Raises PlanError for notation that does not parse."""
+    if not isinstance(plan, str):
+        return plan
+    return parse_plan_notation(plan).model_dump(mode="json", exclude={"extra_trainable"})
+
+
+def _towers_or_text(plan: Any) -> Any:
+    try:
+        return _plan_towers(plan)
+    except PlanError:
+        return plan
+
+
+def dotted_layer(key: str, value: Any) -> dict[str, Any]:
+    """`a.b.c`, value -> {a: {b: {c: value}}}: one key as a top layer for `merge_config`."""
+    layer: Any = value
+    for part in reversed(key.split(".")):
+        layer = {part: layer}
+    return layer
+
+
+def override_layer(item: str) -> dict[str, Any]:
+    """`a.b.c=value` (the value read as YAML) as a top layer for `merge_config`."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key.sub=value")
@@ -317,11 +393,4 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r}: {exc}") from None
     except yaml.YAMLError:  # not YAML: the text itself (e.g. a path with a colon)
         value = raw
-    node = data
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {item!r}: {part} is {child!r}, not a section")
-        node = child
-    node[parts[-1]] = value
+    return dotted_layer(key.strip(), value)

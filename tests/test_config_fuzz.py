@@ -5,7 +5,7 @@ import contextlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mile.config import Config, ConfigError, load_config, validate_config
+from mile.config import Config, ConfigError, load_config, merge_config, validate_config
 
 SECTIONS = list(Config.model_fields)
 KEYS = sorted({k for s in SECTIONS for k in getattr(Config.model_fields[s].annotation, "model_fields", {})})
@@ -55,3 +55,12 @@ def test_any_yaml_text_loads_or_raises_config_error(tmp_path_factory, text):
 def test_any_override_loads_or_raises_config_error(overrides):
     with contextlib.suppress(ConfigError):
         load_config(None, overrides)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(configs, configs)
+def test_any_two_layers_merge_keeping_the_base_keys_the_top_lacks(base, top):
+    merged = merge_config(base, top)
+    assert all(repr(merged[k]) == repr(base[k]) for k in base.keys() - top.keys())  # repr: nan != nan
+    with contextlib.suppress(ConfigError):
+        validate_config(merged, "<fuzz>")

@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import typer
-import yaml
 
-from mile.config import ConfigError, load_config
-from mile.safe_yaml import YAMLError, parse_yaml
+from mile.config import ConfigError, load_config, merge_config, override_layer
 
 # The way out of a RunConflict, in this command's words.
 RESTART_HINT = (
@@ -49,17 +47,13 @@ def eval_command(run_dir: Path, splits: list[str] | None, data: list[str]) -> No
     from mile.engine.rundir import RunDir
 
     run = RunDir(run_dir)
-    overrides = {}
+    layer: dict = {"data": {}}  # `--data k.sub=v` is the override `data.k.sub=v`
     for item in data:
-        key, sep, value = item.partition("=")
-        if not sep:
+        if "=" not in item:
             raise ConfigError(f"--data {item!r} is not of the form key=value")
-        try:
-            overrides[key] = parse_yaml(value)
-        except (yaml.YAMLError, YAMLError) as exc:  # bad syntax, duplicate keys, runaway aliases
-            raise ConfigError(f"--data {item!r}: {exc}") from None
+        layer = merge_config(layer, override_layer(f"data.{item}"))
     chosen = splits or run.config().data.eval_splits
-    for metrics in evaluate_run(run, chosen, overrides).values():
+    for metrics in evaluate_run(run, chosen, layer["data"]).values():
         typer.echo(format_metrics(metrics))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,19 +16,25 @@ from mile.tokenizer import MileTokenizer
 
 
 class VQADataset(Dataset):
-    """Samples with their images loaded by `transform` (path -> (3, H, W) tensor). `prompts`, when given,
-    replaces each sample's question text by `prompts(index, sample, epoch)` (instruction templates).
-    With `transform=None` images are not decoded: the batch carries their paths for the feature cache."""
+    """Samples with their images loaded by `transform` (path, generator -> (3, H, W) tensor). `prompts`, when
+    given, replaces each sample's question text by `prompts(index, sample, epoch)` (instruction templates).
+    With `transform=None` images are not decoded: the batch carries their paths for the feature cache.
+
+    Augmentation draws from a generator seeded by (seed, epoch, index), never from the global RNG: the data
+    loader fetches a batch ahead of training, so global draws would sit on either side of a checkpoint and a
+    resumed run would augment differently from an unbroken one."""
 
     def __init__(
         self,
         samples: list[Sample],
-        transform: Callable[[Any], Tensor] | None,
+        transform: Callable[..., Tensor] | None,
         prompts: Callable[[int, Sample, int], str] | None = None,
+        seed: int = 0,
     ):
         self.samples = samples
         self.transform = transform
         self.prompts = prompts
+        self.seed = seed
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -38,8 +45,12 @@ class VQADataset(Dataset):
         question = self.prompts(index, sample, self.epoch) if self.prompts else sample.question
         item = {"index": index, "image": str(sample.image), "question": question, "answer": sample.answer}
         if self.transform is not None:
-            item["pixels"] = self.transform(sample.image)
+            item["pixels"] = self.transform(sample.image, self._generator(index))
         return item
+
+    def _generator(self, index: int) -> torch.Generator:
+        digest = hashlib.sha256(f"augment:{self.seed}:{self.epoch}:{index}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 @dataclass

@@ -34,7 +34,7 @@ from mile.tuning.io import load_weights as load_tuned_weights
 from mile.tuning.io import save_tuned
 
 WEIGHTS, OPTIMIZER, PROGRESS, MANIFEST = "weights", "optimizer.pt", "progress.json", "manifest.json"
-RESTART = "restart the run from scratch (mile train --restart)"
+RESTART = "restart the run from scratch"  # the CLI says --restart, a sweep force: the caller knows how
 
 
 @dataclass
@@ -85,6 +85,7 @@ def save_checkpoint(directory: Path, handle: TuningHandle, optimizer, scheduler,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": _rng_state(),
+            "tuning": handle.training_state(),  # e.g. AdaLoRA's importance scores
         }
         torch.save(state, tmp / OPTIMIZER)
         (tmp / PROGRESS).write_text(json.dumps(asdict(progress)))
@@ -122,6 +123,7 @@ def load_checkpoint(path: Path, handle: TuningHandle, optimizer, scheduler) -> P
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
+        handle.load_training_state(state.get("tuning", {}))
     except (OSError, RuntimeError, ValueError, TypeError, KeyError, pickle.UnpicklingError) as exc:
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); {RESTART}"

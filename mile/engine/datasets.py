@@ -10,6 +10,7 @@ from typing import Any
 from mile.config import Config, SourceSection
 from mile.data.errors import DataError
 from mile.data.records import BadRecords, LoadResult
+from mile.engine.rundir import RunDir
 from mile.instruct.dataset import PromptChooser
 from mile.instruct.leaks import check_leaks, drop_leaks, find_leaks
 from mile.instruct.registry import load_dataset
@@ -110,3 +111,33 @@ def prompt_lengths(train: LoadResult, tokenizer: MileTokenizer) -> dict[str, Any
     if not has_prompts(train):
         return None
     return truncation_report(train.samples, tokenizer, tokenizer.max_question_len)
+
+
+def load_run_data(cfg: Config, tokenizer: MileTokenizer, run: RunDir, main_process: bool = True) -> dict:
+    """Training and evaluation data of a run, refused when a split is empty, with their reports (bad records,
+    leaks, prompt truncation) written into the run by the main process."""
+    evals = {split: load_split(cfg, split) for split in cfg.data.eval_splits}
+    splits = {"train": load_train(cfg)} if cfg.train.epochs else {}
+    reports = {}
+    for name, result in {**splits, **evals}.items():
+        if not result.samples:
+            raise DataError(
+                f"{result.bad.file}: no usable records for the {name} split "
+                f"({result.bad.n_records} read, {result.bad.n_bad} bad); check data.root and the split name"
+            )
+    if splits:
+        reports["leaks.json"] = guard_leaks(cfg, splits["train"], evals)
+        if not splits["train"].samples:
+            dropped = sum(r["n_leaked"] for r in reports["leaks.json"].values())
+            raise DataError(
+                f"no training records left (data.leaks=drop removed {dropped} that repeat evaluation questions)"
+            )
+        reports["prompt_lengths.json"] = prompt_lengths(splits["train"], tokenizer)
+    splits.update(evals)
+    reports["data_report.json"] = {name: result.bad.to_dict() for name, result in splits.items()}
+    if main_process:
+        for name, report in reports.items():
+            if report is not None:
+                run.write_json(name, report)
+        run.log("data: " + ", ".join(f"{k} {len(v)} samples" for k, v in splits.items()))
+    return splits

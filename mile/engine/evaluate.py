@@ -146,11 +146,16 @@ def compile_encoders(model) -> None:
             tower._compiled = True
 
 
+def eval_dataset(cfg: Config, session: Session, samples: list[Sample], decode: bool = True) -> VQADataset:
+    """The questions evaluation (and the probe) show the model: evaluation-time images, and the prompt of each
+    record that `data.prompts.eval` picks. `decode=False`: image paths only, for the feature cache."""
+    transform = session.transform(train=False) if decode else None
+    return VQADataset(samples, transform, prompt_chooser(cfg, train=False))
+
+
 def _evaluate_split(cfg: Config, session: Session, split: str, data, run: RunDir, accelerator, tag, cache):
     loader = DataLoader(
-        VQADataset(
-            data.samples, None if cache else session.transform(train=False), prompt_chooser(cfg, train=False)
-        ),
+        eval_dataset(cfg, session, data.samples, decode=cache is None),
         batch_size=cfg.eval.batch_size,
         collate_fn=Collate(session.tokenizer),
         num_workers=cfg.data.num_workers,

@@ -27,7 +27,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mile.atomic import atomic_write
+from mile.config import Config, ConfigError
 from mile.data.images import ImageTransform
+from mile.engine.build import Session
 from mile.engine.precision import Precision
 from mile.model.mile import MileModel, is_trainable
 
@@ -117,3 +119,20 @@ class FeatureCache:
 
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "in_memory": len(self.memory)}
+
+
+def feature_cache(cfg: Config, session: Session, precision: Precision) -> FeatureCache | None:
+    """The feature cache when configured (or `auto`) and exact for this plan; None otherwise."""
+    t = cfg.train
+    if t.feature_cache == "none":
+        return None
+    if not cache_applies(session.model, cfg.data.augment):
+        if t.feature_cache == "auto":
+            return None
+        raise ConfigError(
+            f"train.feature_cache={t.feature_cache} needs a frozen vision tower (plan.vision: frozen) and "
+            "data.augment=false; use feature_cache=auto or none"
+        )
+    directory = (t.feature_cache_dir or default_cache_dir()) if t.feature_cache == "disk" else None
+    transform = session.transform(train=False)
+    return FeatureCache(session.model, transform, t.feature_cache_items, directory, precision)

@@ -9,8 +9,9 @@ import torch
 from accelerate.utils import set_seed
 
 from mile.atomic import atomic_write_json
-from mile.config import Config, validate_config
+from mile.config import merge_config, validate_config
 from mile.data.errors import DataError
+from mile.engine.accelerator import make_accelerator, run_device
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import load_weights
 from mile.engine.datasets import load_split
@@ -19,7 +20,6 @@ from mile.engine.memory import tune_memory
 from mile.engine.precision import Precision, inference_precision
 from mile.engine.probe import probe_inputs
 from mile.engine.rundir import RunDir
-from mile.engine.train import make_accelerator, run_device
 from mile.model.generation import generate
 from mile.pretrained import save_pretrained
 from mile.tokenizer import MileTokenizer
@@ -29,8 +29,8 @@ from mile.tuning.errors import PlanError
 def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Session:
     """The run's model with its plan applied and its trained weights loaded (errors name any mismatch)."""
     cfg = run.config()
-    if overrides:
-        cfg = validate_config(_merged(cfg, overrides), str(run / "config.yaml"))
+    if overrides:  # a top layer over the stored config, by the rule of `extends` and `key=value` overrides
+        cfg = validate_config(merge_config(cfg.model_dump(mode="json"), overrides), str(run / "config.yaml"))
     if not run.weights.is_dir():
         raise FileNotFoundError(
             f"{run.path} has no trained weights ({run.weights}); did its training finish?"
@@ -45,6 +45,7 @@ def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Sessio
 
 
 def evaluate_run(run: RunDir, splits: list[str], data_overrides: dict[str, Any] | None = None) -> dict:
+    """Metrics of the run on `splits`; `data_overrides` (nested `data` keys) merge over the run's data section."""
     overrides = {"data": {**(data_overrides or {}), "eval_splits": splits}}
     tune_memory()
     session = load_trained(run, overrides)
@@ -120,10 +121,3 @@ def export_run(run: RunDir, directory: str | Path) -> Path:
         )
     model = session.tuning.unload(merge=True)
     return save_pretrained(model, session.tokenizer, directory)
-
-
-def _merged(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
-    data = cfg.model_dump(mode="json")
-    for section, values in overrides.items():
-        data[section] = {**data.get(section, {}), **values}
-    return data

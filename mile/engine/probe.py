@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mile.engine.batches import Collate, VQADataset
+from mile.engine.batches import Collate
 from mile.engine.build import Session
+from mile.engine.evaluate import eval_dataset
 from mile.model.mile import MileModel
 
 # Gaps below this (nats per answer token) read as "the model does not use this input".
@@ -66,7 +67,7 @@ def probe_inputs(session: Session, samples: list, batch_size: int = 64, seed: in
     model = session.model.eval()
     n = len(samples)
     other = derangement(n, seed)
-    dataset = VQADataset(samples, session.transform(train=False))
+    dataset = eval_dataset(session.config, session, samples)  # the very questions evaluation asks
     collate = Collate(session.tokenizer)
     sums = {name: torch.zeros(n, dtype=torch.float64) for name in VARIANTS}  # per question
     tokens = torch.zeros(n, dtype=torch.long)

@@ -13,14 +13,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.state import AcceleratorState
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mile.config import Config, ConfigError
-from mile.data.errors import DataError
+from mile.config import Config
+from mile.engine.accelerator import all_finite, global_token_mean, make_accelerator, run_precision
 from mile.engine.batches import Collate, VQADataset, model_inputs
 from mile.engine.build import Session, build_session
 from mile.engine.checkpoint import (
@@ -31,47 +30,18 @@ from mile.engine.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from mile.engine.datasets import guard_leaks, load_split, load_train, prompt_chooser, prompt_lengths
+from mile.engine.datasets import load_run_data, prompt_chooser
 from mile.engine.evaluate import evaluate_splits
-from mile.engine.features import FeatureCache, cache_applies, default_cache_dir
+from mile.engine.features import FeatureCache, feature_cache
 from mile.engine.measure import Meter
 from mile.engine.memory import tune_memory
 from mile.engine.optim import make_optimizer, make_scheduler
-from mile.engine.precision import ACCELERATE_NAMES, Precision, resolve_precision
 from mile.engine.rundir import RunDir
 from mile.errors import MileError
 
 
 class NonFiniteLoss(MileError, RuntimeError):
     pass
-
-
-def run_device(cfg: Config) -> str:
-    return "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
-
-
-def run_precision(cfg: Config) -> Precision:
-    """The precision this run trains in on this machine (fp16 on a CPU is a config error)."""
-    return resolve_precision(cfg.train.mixed_precision, run_device(cfg))
-
-
-def make_accelerator(cfg: Config, precision: Precision) -> Accelerator:
-    wanted = ACCELERATE_NAMES[precision.used]
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") != wanted:
-        # accelerate keeps one process-wide state and refuses a second precision in it; runs of a sweep (or a
-        # run, then `mile eval` of another) in one process may differ. The distributed part is kept.
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(
-        cpu=precision.device == "cpu",
-        mixed_precision=wanted,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        step_scheduler_with_optimizer=False,
-        # A plan may hold trainable parameters a batch never reaches (e.g. an adapter on a path a frozen
-        # prefix skips); DDP must then not wait for their gradients.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
 
 
 def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
@@ -89,7 +59,7 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
             run.log(session.load_report.summary())
             run.log(precision.describe())
             run.log(f"malloc: {memory['malloc']}; oneDNN primitive cache: {memory['onednn_primitive_cache']}")
-        splits = _load_data(cfg, session, run, accelerator)
+        splits = load_run_data(cfg, session.tokenizer, run, accelerator.is_main_process)
         cache = feature_cache(cfg, session, precision)
         usage = {}
         if cfg.train.epochs:
@@ -108,52 +78,6 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
         raise
     accelerator.wait_for_everyone()
     return metrics
-
-
-def _load_data(cfg: Config, session: Session, run: RunDir, accelerator: Accelerator) -> dict:
-    """Training and evaluation data, with their reports (bad records, leaks, prompt truncation) in the run."""
-    evals = {split: load_split(cfg, split) for split in cfg.data.eval_splits}
-    splits = {"train": load_train(cfg)} if cfg.train.epochs else {}
-    reports = {}
-    for name, result in {**splits, **evals}.items():
-        if not result.samples:
-            raise DataError(
-                f"{result.bad.file}: no usable records for the {name} split "
-                f"({result.bad.n_records} read, {result.bad.n_bad} bad); check data.root and the split name"
-            )
-    if splits:
-        reports["leaks.json"] = guard_leaks(cfg, splits["train"], evals)
-        if not splits["train"].samples:
-            dropped = sum(r["n_leaked"] for r in reports["leaks.json"].values())
-            raise DataError(
-                f"no training records left (data.leaks=drop removed {dropped} that repeat evaluation questions)"
-            )
-        reports["prompt_lengths.json"] = prompt_lengths(splits["train"], session.tokenizer)
-    splits.update(evals)
-    reports["data_report.json"] = {name: result.bad.to_dict() for name, result in splits.items()}
-    if accelerator.is_main_process:
-        for name, report in reports.items():
-            if report is not None:
-                run.write_json(name, report)
-        run.log("data: " + ", ".join(f"{k} {len(v)} samples" for k, v in splits.items()))
-    return splits
-
-
-def feature_cache(cfg: Config, session: Session, precision: Precision) -> FeatureCache | None:
-    """The feature cache when configured (or `auto`) and exact for this plan; None otherwise."""
-    t = cfg.train
-    if t.feature_cache == "none":
-        return None
-    if not cache_applies(session.model, cfg.data.augment):
-        if t.feature_cache == "auto":
-            return None
-        raise ConfigError(
-            f"train.feature_cache={t.feature_cache} needs a frozen vision tower (plan.vision: frozen) and "
-            "data.augment=false; use feature_cache=auto or none"
-        )
-    directory = (t.feature_cache_dir or default_cache_dir()) if t.feature_cache == "disk" else None
-    transform = session.transform(train=False)
-    return FeatureCache(session.model, transform, t.feature_cache_items, directory, precision)
 
 
 class Trainer:
@@ -175,7 +99,7 @@ class Trainer:
         optimizer = make_optimizer(session.model, t, session.adapter_names(), session.fresh_names())
         transform = None if cache else session.transform(train=True)
         loader = DataLoader(
-            VQADataset(samples, transform, prompt_chooser(cfg, train=True)),
+            VQADataset(samples, transform, prompt_chooser(cfg, train=True), seed=t.seed),
             batch_size=t.batch_size,
             shuffle=True,
             collate_fn=Collate(session.tokenizer),
@@ -292,11 +216,11 @@ class Trainer:
         if self.cache is not None:
             batch["image_states"] = self.cache.states(batch["images"], acc.device)
         with acc.accumulate(self.model):
-            loss = _global_token_mean(self.forward(**model_inputs(batch)), acc)
+            loss = global_token_mean(self.forward(**model_inputs(batch)), acc)
             extra = tuning.regularization_loss()  # e.g. AdaLoRA's orthogonality term
             if extra is not None:
                 loss = loss + extra
-            if not _all_finite(loss, acc):
+            if not all_finite(loss, acc):
                 self._nonfinite(batch)
                 p.batches_done += 1
                 return
@@ -358,24 +282,6 @@ class Trainer:
             usage["resumed"] = True
         usage["feature_cache"] = self.cache.stats() if self.cache else None
         return usage
-
-
-def _global_token_mean(out, accelerator: Accelerator) -> torch.Tensor:
-    """The loss each process backpropagates so that DDP's gradient average equals the gradient of the token
-    mean over the *global* batch: local token sum * world size / global token count. (Averaging per-process
-    means would weigh a process's tokens by how many answer tokens it happened to get.)"""
-    if accelerator.num_processes == 1:
-        return out.loss
-    tokens = out.n_tokens.detach().float()
-    total = accelerator.reduce(tokens.clone(), reduction="sum")
-    return out.loss * tokens * accelerator.num_processes / total
-
-
-def _all_finite(loss: torch.Tensor, accelerator: Accelerator) -> bool:
-    finite = torch.isfinite(loss.detach()).float().reshape(1)
-    if accelerator.num_processes > 1:  # every process must take the same branch, or DDP hangs
-        finite = accelerator.reduce(finite, reduction="min")
-    return bool(finite.item() > 0)
 
 
 def _tensorboard(run: RunDir, first_step: int):

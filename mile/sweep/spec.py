@@ -12,29 +12,28 @@
     runs:                                 # explicit runs after the grid's, each on base + overrides alone
       - {plan: T-T-T, train.lr: 2e-5}
 
-Keys are dotted config keys or nested mappings. A mapping value merges into the base's mapping at that key,
-except a tower's treatment (`plan.vision`, `plan.text_encoder`, `plan.text_decoder`), which is replaced whole; a
-plan in notation sets all three towers and clears `plan.extra_trainable`. `run.*` is the sweep's to set.
+Keys are dotted config keys or nested mappings, merged over the base by the rule of `extends` and `key=value`
+overrides (mile.config.merge_config): a mapping value merges into the base's mapping at that key, except a tower's
+treatment (`plan.vision`, `plan.text_encoder`, `plan.text_decoder`), which is replaced whole (a mapping without
+`method`, e.g. `plan.text_decoder.r: [4, 8]`, edits it); a plan in notation sets all three towers and keeps the
+base's `plan.extra_trainable`. `run.*` is the sweep's to set.
 """
 
 from __future__ import annotations
 
-import copy
 import difflib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mile.config import Config, ConfigError, load_config, validate_config
+from mile.config import Config, ConfigError, dotted_layer, load_config, merge_config, validate_config
 from mile.safe_yaml import parse_yaml
 from mile.tuning import PlanError, parse_plan_notation
-from mile.tuning.base import TOWERS
 
 from .naming import config_hash, config_leaves, describe, run_name, varying_keys
 
 KEYS = ("base", "output_dir", "overrides", "grid", "runs")
-_TOWER_PATHS = {("plan", tower) for tower in TOWERS}
 
 
 class SweepError(ConfigError):
@@ -82,7 +81,9 @@ def load_sweep(path: str | Path, output_dir: str | Path | None = None) -> Sweep:
     for i, (origin, raw, point) in enumerate(points, 1):
         where = ", ".join(f"{k}={v}" for k, v in raw.items()) or "base"
         configs.append(
-            validate_config(merge(merge(base, common), point), f"sweep {path}, run {i} ({origin}: {where})")
+            validate_config(
+                merge_config(merge_config(base, common), point), f"sweep {path}, run {i} ({origin}: {where})"
+            )
         )
     base_out = Config.model_validate(base).run.output_dir
     out = Path(output_dir or spec.get("output_dir") or Path(base_out) / path.stem)
@@ -159,7 +160,7 @@ def base_data(base: str | dict[str, Any], path: Path) -> dict[str, Any]:
     file = path.parent / str(extends)
     if not file.is_file():
         raise SweepError(f"sweep {path}: base.extends {extends!r} not found (looked for {file})")
-    data = merge(_dump(load_config(file)), nest(inline, path, "base"))
+    data = merge_config(_dump(load_config(file)), nest(inline, path, "base"))
     return _dump(validate_config(data, f"sweep {path}: base"))
 
 
@@ -180,7 +181,7 @@ def expand(spec: dict[str, Any], path: Path) -> list[tuple[str, dict[str, Any], 
 
 
 def nest(mapping: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
-    """{"train.lr": x, "data": {...}} -> nested mapping; a plan in notation becomes its plan mapping."""
+    """{"train.lr": x, "data": {...}} -> one nested top layer, its keys merged in order."""
     out: dict[str, Any] = {}
     for key, value in mapping.items():
         parts = str(key).split(".")
@@ -192,31 +193,17 @@ def nest(mapping: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
                 "(use the sweep's output_dir; run names are derived from the config)"
             )
         if parts == ["plan"] and isinstance(value, str):
-            value = _plan_from_notation(value, path, f"{where}.plan")
-        nested: Any = copy.deepcopy(value)
-        for part in reversed(parts):
-            nested = {part: nested}
-        out = merge(out, nested)
+            _check_notation(value, path, f"{where}.plan")
+        out = merge_config(out, dotted_layer(str(key), value))
     return out
 
 
-def _plan_from_notation(text: str, path: Path, where: str) -> dict[str, Any]:
+def _check_notation(text: str, path: Path, where: str) -> None:
+    # here, not at validation, so that the error names the grid / runs entry
     try:
-        return parse_plan_notation(text).model_dump(mode="json")
+        parse_plan_notation(text)
     except PlanError as exc:
         raise SweepError(f"sweep {path}: {where}: {exc}") from None
-
-
-def merge(base: dict[str, Any], top: dict[str, Any], at: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`top` over `base`: mappings merge, except a tower's treatment, which `top` replaces whole."""
-    out = copy.deepcopy(base)
-    for key, value in top.items():
-        where = (*at, key)
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and where not in _TOWER_PATHS:
-            out[key] = merge(out[key], value, where)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _check_unique(runs: list[SweepRun], path: Path) -> None:

@@ -23,7 +23,6 @@ from mile.model.attention import Attention
 from mile.model.layers import Mlp
 from mile.tuning.base import Applied, MethodCall
 from mile.tuning.errors import PlanError
-from mile.tuning.targets import select_modules
 
 ATTR = "adapter"
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU, "tanh": nn.Tanh}
@@ -65,15 +64,14 @@ def _output_width(module: nn.Module) -> int | None:
 
 
 class AdapterApplied(Applied):
-    def __init__(self, call: MethodCall, modules: list[str], tower: nn.Module, hooked: dict[str, nn.Module]):
-        super().__init__(call.method, call.tower, modules)
-        self.tower_module = tower
-        self.hooked = hooked  # module name inside the tower -> module carrying an adapter
-        self.hooks = [m.register_forward_hook(_adapter_hook) for m in hooked.values()]
+    def __init__(self, call: MethodCall):
+        super().__init__(call)
+        self.hooked = dict(call.modules)  # full name -> module carrying an adapter
+        self.hooks = [m.register_forward_hook(_adapter_hook) for m in self.hooked.values()]
 
     def added_parameters(self) -> list[str]:
         return [
-            f"{self.tower}.{name}.{ATTR}.{n}"
+            f"{name}.{ATTR}.{n}"
             for name, m in self.hooked.items()
             for n, _ in getattr(m, ATTR).named_parameters()
         ]
@@ -92,21 +90,16 @@ class AdapterApplied(Applied):
 
 def apply_adapters(model: nn.Module, call: MethodCall) -> AdapterApplied:
     opts = AdapterOptions(**call.options)
-    tower = model.get_submodule(call.tower)
-    modules = select_modules(tower, call.tower, call.targets, call.exclude, call.layers, call.key)
-    hooked: dict[str, nn.Module] = {}
-    ref = next(tower.parameters())
-    for full in modules:
-        rel = full[len(call.tower) + 1 :]
-        module = tower.get_submodule(rel)
-        width = _output_width(module)
-        if width is None or hasattr(module, ATTR):
+    for full, module in call.modules.items():  # every target checked first, so that a failure adds nothing
+        if _output_width(module) is None or hasattr(module, ATTR):
             raise PlanError(
                 f"{call.key}.targets: {call.method} adapters go after attention, Mlp or Linear "
                 f"modules without an adapter; {full} is a {type(module).__name__}"
             )
+    ref = next(model.get_submodule(call.tower).parameters())
+    for module in call.modules.values():
+        width = _output_width(module)
         with torch.device(ref.device):
             adapter = Bottleneck(width, max(1, width // opts.reduction_factor), opts.non_linearity)
         module.add_module(ATTR, adapter.to(dtype=ref.dtype))
-        hooked[rel] = module
-    return AdapterApplied(call, modules, tower, hooked)
+    return AdapterApplied(call)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 TOWERS = ("vision", "text_encoder", "text_decoder")
 # Default targets differ between the ViT and the two BERT-style text towers, not between the text towers.
@@ -17,7 +17,8 @@ COMMON_KEYS = ("method", "targets", "exclude", "layers")
 
 @dataclass(frozen=True)
 class MethodCall:
-    """One method applied to one tower, with its options resolved (defaults filled, aliases folded)."""
+    """One method applied to one tower, with its options resolved (defaults filled, aliases folded) and, once
+    `targets.resolve` has run, what its patterns hit: methods read these rather than matching patterns again."""
 
     method: str
     tower: str
@@ -25,6 +26,10 @@ class MethodCall:
     exclude: tuple[str, ...] = ()
     layers: tuple[int, ...] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    # what the patterns hit, filled in by targets.resolve: full name -> module, in module order
+    modules: Mapping[str, nn.Module] = field(default_factory=dict, repr=False)
+    feedforward: tuple[str, ...] = ()  # those of `modules` the `feedforward` option names (IA3)
+    parameters: tuple[str, ...] = ()  # full names of the base parameters a partial method trains
 
     @property
     def key(self) -> str:
@@ -38,10 +43,10 @@ class Applied:
     mergeable = False  # can fold itself into the base weights exactly (and unfold again)
     removable = True  # disable() restores the base model's function
 
-    def __init__(self, method: str, tower: str, modules: list[str]):
-        self.method = method
-        self.tower = tower
-        self.modules = modules  # full names of the modules it hit
+    def __init__(self, call: MethodCall):
+        self.method = call.method
+        self.tower = call.tower
+        self.modules = list(call.modules)  # full names of the modules it hit
         self.enabled = True
         self.merged = False
 
@@ -72,6 +77,21 @@ class Applied:
         """Remove the method from the model, leaving the base modules as they were before it was applied (with
         `merge`, a mergeable method's effect is first folded into the base weights)."""
 
+    def on_step(self, step: int) -> None:
+        """Called after backward and before zero_grad each optimizer step (AdaLoRA reallocates its ranks)."""
+
+    def regularization_loss(self) -> Tensor | None:
+        """An extra loss term the method asks for (AdaLoRA's orthogonality penalty), or None."""
+        return None
+
+    def training_state(self) -> dict[str, Any]:
+        """State a method keeps outside its parameters that training depends on (AdaLoRA's importance scores and
+        rank pattern), for checkpoints: tensors and plain values only."""
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore what `training_state` gave."""
+
 
 @dataclass(frozen=True)
 class MethodInfo:
@@ -87,3 +107,5 @@ class MethodInfo:
     aliases: Mapping[str, str] = field(default_factory=dict)  # short name -> option name
     check: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # validates option values
     apply: Callable[[nn.Module, MethodCall], Applied] | None = None
+    # partial methods: which parameters of their targets they train in place (all, or each target's own bias)
+    trains: Literal["all", "bias"] | None = None

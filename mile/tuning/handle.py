@@ -22,7 +22,7 @@ from mile.tuning.base import TOWERS, Applied
 from mile.tuning.errors import PlanError
 from mile.tuning.plan import MethodSpec, PlanConfig, as_plan
 from mile.tuning.prefix import ENCODER
-from mile.tuning.targets import select_modules, select_parameters
+from mile.tuning.targets import resolve, select_parameters
 
 
 class TuningHandle:
@@ -96,18 +96,20 @@ class TuningHandle:
     def on_step(self, step: int) -> None:
         """Call after backward and before zero_grad each optimizer step (AdaLoRA's rank budget; else a no-op)."""
         for a in self.applied.values():
-            if hasattr(a, "on_step"):
-                a.on_step(step)
+            a.on_step(step)
 
     def regularization_loss(self) -> torch.Tensor | None:
         """Extra loss terms methods ask for (AdaLoRA's orthogonality penalty), summed; None when there are none."""
-        terms = [
-            t
-            for a in self.applied.values()
-            if hasattr(a, "regularization_loss")
-            if (t := a.regularization_loss()) is not None
-        ]
+        terms = [t for a in self.applied.values() if (t := a.regularization_loss()) is not None]
         return torch.stack(terms).sum() if terms else None
+
+    def training_state(self) -> dict[str, Any]:
+        """Per tower, what its method needs besides parameters to resume training exactly (see Applied)."""
+        return {tower: state for tower, a in self.applied.items() if (state := a.training_state())}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        for tower, a in self.applied.items():
+            a.load_training_state(state.get(tower, {}))
 
     # -- removal ------------------------------------------------------------------------------------------------
     def unload(self, merge: bool = False) -> nn.Module:
@@ -142,7 +144,8 @@ def apply_plan(model: nn.Module, plan: PlanConfig | dict | str) -> TuningHandle:
                 for p in model.get_submodule(tower).parameters():
                     p.requires_grad_(True)
             elif isinstance(treatment, MethodSpec):
-                applied[tower] = treatment.info.apply(model, treatment.call(tower))
+                call = resolve(model, treatment.call(tower), treatment.info)  # the only resolution
+                applied[tower] = treatment.info.apply(model, call)
     except Exception:
         for a in applied.values():  # leave the model as it came when a later tower fails
             a.unload()
@@ -177,16 +180,10 @@ def plan_targets(model: nn.Module, plan: PlanConfig | dict | str) -> dict[str, A
         if not isinstance(treatment, MethodSpec):
             out[tower] = {"treatment": treatment, "modules": []}
             continue
-        call = treatment.call(tower)
-        module = model.get_submodule(tower)
-        entry: dict[str, Any] = {"treatment": treatment.method}
-        entry["modules"] = select_modules(module, tower, call.targets, call.exclude, call.layers, tower)
-        if treatment.options.get("feedforward"):
-            ff = set(
-                select_modules(module, tower, treatment.options["feedforward"], key=f"{tower}.feedforward")
-            )
-            entry["feedforward"] = [m for m in entry["modules"] if m in ff]
-        out[tower] = entry
+        call = resolve(model, treatment.call(tower), treatment.info)
+        out[tower] = {"treatment": treatment.method, "modules": list(call.modules)}
+        if call.options.get("feedforward"):
+            out[tower]["feedforward"] = list(call.feedforward)
     extra = plan.extra_trainable
     out["extra_trainable"] = select_parameters(model, extra, "extra_trainable") if extra else []
     return out

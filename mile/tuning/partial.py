@@ -20,39 +20,27 @@ from __future__ import annotations
 from torch import nn
 
 from mile.tuning.base import Applied, MethodCall
-from mile.tuning.targets import select_modules
 
-PARTIAL = {  # name -> (notation token, default targets, bias parameters only)
-    "layernorm": ("LN", ("type:LayerNorm",), False),
-    "bitfit": ("BitFit", ("*",), True),
-    "attention": ("Attn", ("type:Attention",), False),
-    "ffn": ("FFN", ("type:Mlp",), False),
+PARTIAL = {  # name -> (notation token, default targets, which of the targets' parameters: MethodInfo.trains)
+    "layernorm": ("LN", ("type:LayerNorm",), "all"),
+    "bitfit": ("BitFit", ("*",), "bias"),
+    "attention": ("Attn", ("type:Attention",), "all"),
+    "ffn": ("FFN", ("type:Mlp",), "all"),
 }
 
 
 class PartialApplied(Applied):
     removable = False
 
-    def __init__(self, call: MethodCall, modules: list[str], params: list[str]):
-        super().__init__(call.method, call.tower, modules)
-        self.params = params  # full names of the base parameters it made trainable
+    def __init__(self, call: MethodCall):
+        super().__init__(call)
+        self.params = list(call.parameters)  # full names of the base parameters it made trainable
 
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = enabled  # nothing was added, so there is nothing to switch
 
 
 def apply_partial(model: nn.Module, call: MethodCall) -> PartialApplied:
-    tower = model.get_submodule(call.tower)
-    modules = select_modules(tower, call.tower, call.targets, call.exclude, call.layers, call.key)
-    bias_only = PARTIAL[call.method][2]
-    params: list[str] = []
-    for full in modules:
-        module = tower.get_submodule(full[len(call.tower) + 1 :])  # "" is the tower itself
-        # bitfit takes only the module's own biases, so a broad pattern does not pull in its children twice
-        owned = module.named_parameters(recurse=not bias_only)
-        for name, p in owned:
-            if bias_only and name != "bias":
-                continue
-            p.requires_grad_(True)
-            params.append(f"{full}.{name}")
-    return PartialApplied(call, modules, params)
+    for name in call.parameters:
+        model.get_parameter(name).requires_grad_(True)
+    return PartialApplied(call)

@@ -3,8 +3,8 @@ other injectable peft tuner), applied to one tower at a time.
 
 peft's own tuner class is instantiated on the tower sub-module, so peft does all the work (layer creation, init,
 merge, disable, state dicts) while module names stay ours (`text_decoder.layers.0.self_attn.q.lora_A.default`).
-Our full-name patterns pick the modules; peft gets them as one exact-name regex. The tuner object is kept by the
-handle, outside the model, which also keeps tuner-level shared state (VeRA's projections) reachable.
+The modules our patterns picked (mile.tuning.targets.resolve) reach peft as one exact-name regex. The tuner object
+is kept by the handle, outside the model, which also keeps tuner-level shared state (VeRA's projections) reachable.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,7 +27,7 @@ from torch import nn
 
 from mile.tuning.base import Applied, MethodCall
 from mile.tuning.errors import PlanError
-from mile.tuning.targets import exact_regex, relative, select_modules
+from mile.tuning.targets import exact_regex
 
 ADAPTER = "default"  # peft's default adapter name, so a saved tower loads with PeftModel.from_pretrained too
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
@@ -75,8 +77,8 @@ def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
 class PeftApplied(Applied):
     mergeable = True
 
-    def __init__(self, call: MethodCall, modules: list[str], tower: nn.Module, tuner: BaseTuner):
-        super().__init__(call.method, call.tower, modules)
+    def __init__(self, call: MethodCall, tower: nn.Module, tuner: BaseTuner):
+        super().__init__(call)
         self.tower_module = tower
         self.tuner = tuner
 
@@ -144,18 +146,18 @@ class PeftApplied(Applied):
                 self.unmerge()
             self.tuner.unload()
 
-    def on_step(self, step: int) -> None:
-        """AdaLoRA's budget schedule: call after backward, before zero_grad (a no-op for other methods)."""
-        if hasattr(self.tuner, "update_and_allocate"):
-            self.tuner.update_and_allocate(step)
 
-    def regularization_loss(self) -> torch.Tensor | None:
-        """AdaLoRA's orthogonality penalty (already weighted), or None for methods without one.
+class AdaLoraApplied(PeftApplied):
+    """A tuner with a rank budget (AdaLoRA): reallocated each step, with an orthogonality penalty."""
+
+    def on_step(self, step: int) -> None:
+        self.tuner.update_and_allocate(step)
+
+    def regularization_loss(self) -> torch.Tensor:
+        """The orthogonality penalty, already weighted.
 
         peft adds it inside AdaLoraModel.forward to `outputs.loss`; our towers return tensors, so that forward
         is run on a stand-in whose model "returns" a zero loss and exposes the tower's parameters."""
-        if not hasattr(self.tuner, "update_and_allocate"):
-            return None
         zero = next(self.tower_module.parameters()).new_zeros(())
         outputs = SimpleNamespace(loss=zero)
         model = SimpleNamespace(forward=lambda: outputs, named_parameters=self.tower_module.named_parameters)
@@ -165,6 +167,42 @@ class PeftApplied(Applied):
             trainable_adapter_name=self.tuner.trainable_adapter_name,
         )
         return type(self.tuner).forward(probe).loss
+
+    # peft prunes a saved AdaLoRA adapter to its rank pattern and resizes the layers it loads into, which would
+    # leave the live model and its optimizer on different shapes. The budget step already zeroes the pruned
+    # ranks in place, so the full-rank tensors (saved with no rank pattern) compute the same function and load
+    # anywhere, PeftModel.from_pretrained included; the pattern itself travels in the training state.
+    def save(self, directory: Path) -> None:
+        with self._without_rank_pattern():
+            super().save(directory)
+
+    def load(self, directory: Path) -> None:
+        with self._without_rank_pattern():
+            super().load(directory)
+
+    @contextmanager
+    def _without_rank_pattern(self) -> Iterator[None]:
+        pattern, self.config.rank_pattern = self.config.rank_pattern, None
+        try:
+            yield
+        finally:
+            self.config.rank_pattern = pattern
+
+    def training_state(self) -> dict[str, Any]:
+        allocator = self.tuner.rankallocator
+        scores = {kind: dict(getattr(allocator, kind)) for kind in _ALLOCATOR_SCORES}
+        return {"scores": scores, "rank_pattern": self.config.rank_pattern}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        allocator = self.tuner.rankallocator
+        for kind in _ALLOCATOR_SCORES:
+            setattr(allocator, kind, dict(state["scores"][kind]))
+        self.config.rank_pattern = state["rank_pattern"]
+
+
+_ALLOCATOR_SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")  # AdaLoRA's smoothed importance per parameter
 
 
 class _PeftModelView(nn.Module):
@@ -179,12 +217,11 @@ class _PeftModelView(nn.Module):
 
 def apply_peft(model: nn.Module, call: MethodCall) -> PeftApplied:
     tower = model.get_submodule(call.tower)
-    modules = select_modules(tower, call.tower, call.targets, call.exclude, call.layers, call.key)
     options = dict(call.options)
     config_cls, tuner_cls = peft_methods()[call.method]
-    if call.method == "ia3":
-        options["feedforward_modules"] = _feedforward(tower, call, modules, options.pop("feedforward", ()))
-    config = config_cls(target_modules=exact_regex(relative(m, call.tower) for m in modules), **options)
+    if options.pop("feedforward", None) is not None:  # IA3's, scaled on their input rather than their output
+        options["feedforward_modules"] = exact_regex(call.feedforward, call.tower) if call.feedforward else []
+    config = config_cls(target_modules=exact_regex(call.modules, call.tower), **options)
     try:
         with warnings.catch_warnings():
             # peft's size probe warns on every LayerNorm, which is exactly what ln_tuning targets
@@ -192,16 +229,7 @@ def apply_peft(model: nn.Module, call: MethodCall) -> PeftApplied:
             tuner = tuner_cls(tower, config, ADAPTER)
     except (TypeError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise PlanError(
-            f"{call.key}: peft {call.method} cannot be applied to {modules[:4]}...: {exc}"
+            f"{call.key}: peft {call.method} cannot be applied to {list(call.modules)[:4]}...: {exc}"
         ) from exc
-    return PeftApplied(call, modules, tower, tuner)
-
-
-def _feedforward(tower: nn.Module, call: MethodCall, modules: list[str], patterns: Any) -> str | list:
-    """IA3's feed-forward modules (scaled on their input rather than their output): those of the targets that
-    the `feedforward` patterns hit (each pattern must hit some module of the tower)."""
-    if not patterns:
-        return []
-    ff = set(select_modules(tower, call.tower, list(patterns), key=f"{call.key}.feedforward"))
-    chosen = [m for m in modules if m in ff]
-    return exact_regex(relative(m, call.tower) for m in chosen) if chosen else []
+    budgeted = hasattr(tuner, "update_and_allocate")
+    return (AdaLoraApplied if budgeted else PeftApplied)(call, tower, tuner)

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 from mile.model.attention import Attention
 from mile.tuning.base import Applied, MethodCall
 from mile.tuning.errors import PlanError
-from mile.tuning.targets import select_modules
 
 ENCODER = "prefix_encoder"  # attribute on the tower, so the parameters belong to the tower they serve
 
@@ -90,22 +89,21 @@ def _refresh(tower: nn.Module, args: tuple) -> None:
 
 
 class PrefixApplied(Applied):
-    def __init__(self, call: MethodCall, modules: list[str], tower: nn.Module, slots: dict[str, PrefixSlot]):
-        super().__init__(call.method, call.tower, modules)
+    def __init__(self, call: MethodCall, tower: nn.Module):
+        super().__init__(call)
         self.tower_module = tower
-        self.slots = slots  # module name inside the tower -> its slot
         self.provider: PrefixProvider = getattr(tower, ENCODER)
+        # the i-th targeted attention reads the i-th (k, v) of the tower's one provider
+        self.slots = [(a, PrefixSlot(self.provider, i)) for i, a in enumerate(call.modules.values())]
         self.hook = tower.register_forward_pre_hook(_refresh)
         self.set_enabled(True)
 
     def added_parameters(self) -> list[str]:
-        return [
-            f"{self.tower}.{ENCODER}.{n}" for n, _ in getattr(self.tower_module, ENCODER).named_parameters()
-        ]
+        return [f"{self.tower}.{ENCODER}.{n}" for n, _ in self.provider.named_parameters()]
 
     def set_enabled(self, enabled: bool) -> None:
-        for name, slot in self.slots.items():
-            self.tower_module.get_submodule(name).prefix = slot if enabled else None
+        for attention, slot in self.slots:
+            attention.prefix = slot if enabled else None
         self.provider.active = enabled
         self.provider._cache = None
         self.enabled = enabled
@@ -121,18 +119,16 @@ def attach_prefix(
 ) -> PrefixApplied:
     """Give every targeted attention of the tower a slot of one provider built by `make(attentions, width)`."""
     tower = model.get_submodule(call.tower)
-    modules = select_modules(tower, call.tower, call.targets, call.exclude, call.layers, call.key)
-    rel = [m[len(call.tower) + 1 :] for m in modules]
-    attns = [tower.get_submodule(r) for r in rel]
-    wrong = [m for m, a in zip(modules, attns, strict=True) if not isinstance(a, Attention)]
+    attns = call.modules
+    wrong = [m for m, a in attns.items() if not isinstance(a, Attention)]
     if wrong:
         raise PlanError(
             f"{call.key}.targets: {call.method} needs attention modules; these are not: {wrong[:4]}"
         )
-    busy = [m for m, a in zip(modules, attns, strict=True) if a.prefix is not None]
+    busy = [m for m, a in attns.items() if a.prefix is not None]
     if busy:
         raise PlanError(f"{call.key}: {busy[:4]} already have a key/value prefix")
-    widths = {a.k.out_features for a in attns}
+    widths = {a.k.out_features for a in attns.values()}
     if len(widths) != 1:
         raise PlanError(f"{call.key}.targets: the targeted attentions differ in width {sorted(widths)}")
     if hasattr(tower, ENCODER):
@@ -141,8 +137,7 @@ def attach_prefix(
     with torch.device(ref.device):  # build in place (also on the meta device), not on the CPU first
         provider = make(len(attns), widths.pop())
     tower.add_module(ENCODER, provider.to(dtype=ref.dtype))
-    slots = {r: PrefixSlot(provider, i) for i, r in enumerate(rel)}
-    return PrefixApplied(call, modules, tower, slots)
+    return PrefixApplied(call, tower)
 
 
 def apply_prefix(model: nn.Module, call: MethodCall) -> PrefixApplied:

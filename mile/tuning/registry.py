@@ -120,10 +120,9 @@ def methods() -> dict[str, MethodInfo]:
     )
     pfeiffer = {"vision": ("*.mlp",), "text": ("*.mlp",)}
     out["pfeiffer"] = _native("pfeiffer", "Pfeiffer", AdapterOptions, pfeiffer, apply_adapters)
-    for name, (abbrev, targets, _) in PARTIAL.items():
-        out[name] = MethodInfo(
-            name, "partial", abbrev, {"vision": targets, "text": targets}, frozenset(), apply=apply_partial
-        )
+    for name, (abbrev, targets, trains) in PARTIAL.items():
+        both = {"vision": targets, "text": targets}
+        out[name] = MethodInfo(name, "partial", abbrev, both, frozenset(), apply=apply_partial, trains=trains)
     return out
 
 

@@ -16,14 +16,16 @@ lists close names, because a typo would otherwise silently tune less than the us
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
+from mile.tuning.base import MethodCall, MethodInfo
 from mile.tuning.errors import PlanError
 
 _LAYER = re.compile(r"^(?:blocks|layers)\.(\d+)(?:\.|$)")
@@ -151,6 +153,34 @@ def select_modules(
     return [c.full for c in cands if c.full in hit]
 
 
+def resolve(model: nn.Module, call: MethodCall, info: MethodInfo) -> MethodCall:
+    """`call` with what it hits filled in: its modules, those of them its `feedforward` patterns name (IA3), and
+    the parameters a partial method trains (`info.trains`). apply_plan calls it once per tower; methods only read
+    the result, so every method hits what `plan_targets` reports."""
+    tower = model.get_submodule(call.tower)
+    names = select_modules(tower, call.tower, call.targets, call.exclude, call.layers, call.key)
+    modules = {n: tower.get_submodule(relative(n, call.tower)) for n in names}
+    patterns = call.options.get("feedforward")  # each must hit some module of the tower, a target or not
+    ff = select_modules(tower, call.tower, patterns, key=f"{call.key}.feedforward") if patterns else []
+    feedforward = tuple(n for n in names if n in ff)
+    return dataclasses.replace(
+        call, modules=modules, feedforward=feedforward, parameters=_trained(modules, info)
+    )
+
+
+def _trained(modules: Mapping[str, nn.Module], info: MethodInfo) -> tuple[str, ...]:
+    if info.trains is None:
+        return ()
+    # bias-only takes each module's own bias, so that a broad pattern (`*`) does not take its children's twice
+    deep = info.trains == "all"
+    return tuple(
+        f"{full}.{name}"
+        for full, module in modules.items()
+        for name, _ in module.named_parameters(recurse=deep)
+        if deep or name == "bias"
+    )
+
+
 def select_parameters(model: nn.Module, patterns: Sequence[str], key: str) -> list[str]:
     """Full parameter names hit by `patterns` (globs or re:); each pattern must hit something."""
     names = [n for n, _ in model.named_parameters()]
@@ -177,7 +207,7 @@ def relative(full: str, tower_name: str) -> str:
     return full[len(tower_name) + 1 :]
 
 
-def exact_regex(names: Iterable[str]) -> str:
-    """A regex that full-matches exactly these names (how targets are handed to peft, whose string
-    `target_modules` is matched with re.fullmatch against the names inside the tower)."""
-    return "(?:" + "|".join(re.escape(n) for n in names) + ")"
+def exact_regex(names: Iterable[str], tower_name: str) -> str:
+    """A regex that full-matches exactly these modules by their names inside the tower (how targets are handed
+    to peft, whose string `target_modules` is matched with re.fullmatch against those names)."""
+    return "(?:" + "|".join(re.escape(relative(n, tower_name)) for n in names) + ")"

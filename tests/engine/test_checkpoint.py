@@ -86,7 +86,7 @@ def test_run_weights_load_onto_a_fresh_model_in_the_mode_it_was_in(tmp_path):
 def test_a_damaged_checkpoint_file_is_refused_naming_it(tmp_path, name):
     path, _, parts = _saved(tmp_path)
     _flip_a_byte(path / name)
-    with pytest.raises(CheckpointError, match=f"{path / name} is damaged.*--restart"):
+    with pytest.raises(CheckpointError, match=f"{path / name} is damaged.*restart the run from scratch"):
         load_checkpoint(path, *parts)
 
 
@@ -106,7 +106,7 @@ def test_weights_without_a_manifest_are_refused(tmp_path):
     saved, _, _ = _parts()
     save_weights(saved, tmp_path / "weights")
     (tmp_path / "weights" / "manifest.json").unlink()
-    with pytest.raises(CheckpointError, match="has no manifest.json.*--restart"):
+    with pytest.raises(CheckpointError, match="has no manifest.json.*restart the run from scratch"):
         load_weights(saved, tmp_path / "weights")
 
 
@@ -123,7 +123,7 @@ def test_a_last_pointer_that_names_no_checkpoint_is_an_error_not_a_fresh_start(t
     assert latest_checkpoint(path.parent) == path
     for name in ("step-00000099-b0", "", "../elsewhere", "\udcff"):
         (path.parent / "last").write_text(name, errors="surrogateescape")
-        with pytest.raises(CheckpointError, match="which is not a checkpoint.*--restart"):
+        with pytest.raises(CheckpointError, match="which is not a checkpoint.*restart the run from scratch"):
             latest_checkpoint(path.parent)
     (path.parent / "last").unlink()
     assert latest_checkpoint(path.parent) is None  # no checkpoint yet: a fresh start is right

@@ -98,3 +98,30 @@ def test_mixing_plain_and_instruction_records(tiny_config, instruct_file, demo_d
     )
     train_run(cfg, run)
     assert "train 48 samples" in (run / "log.txt").read_text()
+
+
+def test_the_probe_asks_the_questions_evaluation_asks(tiny_config, instruct_file, demo_data, monkeypatch):
+    from mile.engine.batches import Collate
+    from mile.engine.build import build_session
+    from mile.engine.datasets import load_split
+    from mile.engine.evaluate import eval_dataset
+    from mile.engine.probe import probe_inputs
+
+    cfg = _instruct(tiny_config, instruct_file("test"), demo_data, "data.prompts.eval=template")
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"eval_source": None})})
+    cfg.data.prompts.template_id = 2
+    session = build_session(cfg)
+    samples = load_split(cfg, "test").samples[:6]
+    asked, real = [], Collate.__call__
+
+    def spy(self, items):
+        asked.extend(item["question"] for item in items)
+        return real(self, items)
+
+    monkeypatch.setattr(Collate, "__call__", spy)
+    probe_inputs(session, samples, batch_size=8)
+    evaluated = [eval_dataset(cfg, session, samples)[i]["question"] for i in range(len(samples))]
+    assert all(
+        q != s.question for q, s in zip(evaluated, samples, strict=True)
+    )  # template 2, not the plain one
+    assert set(asked) == set(evaluated)

@@ -115,6 +115,28 @@ def test_resume_finishes_like_an_uninterrupted_run(tiny_config, tmp_path, stop_a
     assert same_tensors(whole.weights, broken.weights)
 
 
+@pytest.mark.parametrize(
+    "plan",
+    [
+        "plan.text_decoder=full",
+        "plan.text_decoder={method: lora, r: 4}",
+        "plan.text_decoder=ia3",
+        "plan.text_decoder=prefix",
+        "plan.text_decoder=houlsby",
+        "plan.text_decoder=bitfit",
+        "plan.text_decoder={method: adalora, init_r: 4, target_r: 2, total_step: 9, tinit: 1, tfinal: 1}",
+    ],
+)
+def test_resume_mid_epoch_with_augmentation_is_exact_for_every_method_family(tiny_config, tmp_path, plan):
+    cfg = tiny_config("train.epochs=3", "train.checkpoint_every=2", "data.augment=true", plan)
+    whole, broken = RunDir(tmp_path / "whole"), RunDir(tmp_path / "broken")
+    train_run(cfg, whole)
+    _interrupt_after(cfg, broken, steps=4)  # mid epoch 2 (3 steps an epoch)
+    train_run(cfg, broken)
+    assert same_tensors(whole.weights, broken.weights)
+    assert broken.read_json("eval/test/metrics.json") == whole.read_json("eval/test/metrics.json")
+
+
 def _interrupt_after(cfg, run, steps):
     """Stop training abruptly once `steps` optimizer steps are done, as a kill would."""
     import mile.engine.train as train_mod

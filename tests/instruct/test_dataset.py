@@ -195,7 +195,9 @@ def test_chooser_fits_the_engine_dataset(built: tuple[Path, dict]) -> None:
     out, roots = built
     samples = load_instruction(out, image_roots=roots).samples
     chooser = PromptChooser(seed=1)
-    dataset = VQADataset(samples, transform=lambda path: torch.zeros(3, 2, 2), prompts=chooser)
+    dataset = VQADataset(
+        samples, transform=lambda path, generator=None: torch.zeros(3, 2, 2), prompts=chooser
+    )
     dataset.epoch = 3
     assert [dataset[i]["question"] for i in range(len(dataset))] == [
         chooser(i, s, 3) for i, s in enumerate(samples)

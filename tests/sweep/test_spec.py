@@ -9,6 +9,8 @@ from mile.config import ConfigError
 from mile.sweep import SweepError, load_sweep
 from mile.sweep.naming import format_value, run_name, safe
 from mile.tuning import parse_plan_notation
+from mile.tuning.base import TOWERS
+from mile.tuning.treatment import resolve_treatment
 
 SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
@@ -87,6 +89,32 @@ def test_mapping_values_merge_but_tower_treatments_are_replaced(make_sweep, tmp_
     assert (b.config.data.limit, b.config.data.augment) == (6, True)
     assert a.config.plan.text_decoder.method == "lora" and a.config.plan.vision == "full"
     assert c.config.plan.text_decoder.method == "ia3"  # no stale lora keys merged in: replaced whole
+
+
+def test_a_grid_over_plan_notation_sets_the_towers_and_keeps_extra_trainable(make_sweep):
+    plan = {"text_decoder": {"method": "lora", "r": 4}, "extra_trainable": ["*.lm_head.*"]}
+    base = {"extends": "base.yaml", "plan": plan}  # make_sweep's base.yaml
+    runs = load_sweep(make_sweep({"base": base, "grid": {"plan": ["T-T-LoRA_r8", "F-IA3-IA3"]}})).runs
+    for run, notation in zip(runs, ["T-T-LoRA_r8", "F-IA3-IA3"], strict=True):
+        expected = parse_plan_notation(notation)
+        assert [run.config.plan.tower(t) for t in TOWERS] == [expected.tower(t) for t in TOWERS]
+        assert run.config.plan.extra_trainable == ["*.lm_head.*"]  # the notation does not speak of it
+
+
+def test_a_grid_over_tower_mappings_replaces_or_edits_the_treatment(make_sweep):
+    base = {"extends": "base.yaml", "plan": {"text_decoder": {"method": "lora", "r": 4, "dropout": 0.2}}}
+    values = [{"method": "ia3"}, {"method": "lora", "r": 8}, "frozen", {"r": 16}]
+    runs = load_sweep(make_sweep({"base": base, "grid": {"plan.text_decoder": values}})).runs
+    decoders = [run.config.plan.text_decoder for run in runs]
+    assert decoders[0] == resolve_treatment("ia3", "text_decoder")  # was: unknown option 'r' for 'ia3'
+    assert decoders[1] == resolve_treatment({"method": "lora", "r": 8}, "text_decoder")  # dropout reset
+    assert decoders[2] == "frozen"
+    assert (decoders[3].options["r"], decoders[3].options["lora_dropout"]) == (
+        16,
+        0.2,
+    )  # options only: an edit
+    grid = load_sweep(make_sweep({"base": base, "grid": {"plan.text_decoder.r": [2, 4]}})).runs
+    assert [run.config.plan.text_decoder.options["r"] for run in grid] == [2, 4]
 
 
 def test_notation_and_plan_mappings_give_the_same_plan(make_sweep):

@@ -11,6 +11,8 @@ from torch.testing import assert_close
 from tuning_helpers import fresh, logits, only, train_steps
 
 from mile.tuning import PlanError, apply_plan, count_parameters, load_tuned, read_plan
+from mile.tuning.base import Applied, MethodCall
+from mile.tuning.handle import already_tuned
 from mile.tuning.io import load_weights, save_tuned
 
 
@@ -173,3 +175,25 @@ def test_load_tuned_leaves_the_model_in_the_mode_it_was_in(base, tmp_path):
         load_tuned(model, tmp_path)  # peft injects its layers in training mode
         assert [m.training for m in model.modules()] == [m.training for m in reference.modules()]
     assert not any(m.training for m in model.train(False).modules())
+
+
+def test_methods_without_training_hooks_get_no_op_defaults(base):
+    """The handle calls on_step / regularization_loss on every method; only AdaLoRA overrides them."""
+    bare = Applied(MethodCall("x", "vision", ("*",)))
+    assert bare.on_step(0) is None and bare.regularization_loss() is None
+    handle = apply_plan(
+        fresh(base), {"vision": "houlsby", "text_encoder": "prefix", "text_decoder": "bitfit"}
+    )
+    for applied in handle.applied.values():
+        assert type(applied).on_step is Applied.on_step
+        assert type(applied).regularization_loss is Applied.regularization_loss
+    handle.on_step(1)
+    assert handle.regularization_loss() is None
+
+
+def test_a_failing_adapter_target_adds_no_adapter(base):
+    model = fresh(base)
+    names = [n for n, _ in model.named_modules()]
+    with pytest.raises(PlanError, match=r"layers\.0\.mlp\.act is a GELU"):
+        apply_plan(model, only("text_decoder", {"method": "houlsby", "targets": ["*.mlp", "*.mlp.act"]}))
+    assert [n for n, _ in model.named_modules()] == names and not already_tuned(model)

@@ -16,6 +16,7 @@ from tuning_helpers import fresh, logits, only, snapshot, train_steps
 from mile.tuning import apply_plan, count_parameters, load_tuned
 from mile.tuning.io import save_tuned
 from mile.tuning.partial import PartialApplied
+from mile.tuning.peft_method import PeftApplied
 
 D, F, L, P = 32, 64, 2, 10  # width, feed-forward width, layers, virtual tokens
 QKVO = 4 * (D * D)  # weights of one attention's four projections (for reading the closed forms)
@@ -185,7 +186,7 @@ def test_adapter_only_checkpoint_round_trips(run, base, batch, tmp_path):
     save_tuned(run.handle, tmp_path)
     tower_dir = tmp_path / run.case.tower
     peft = (tower_dir / "adapter_config.json").is_file()
-    assert peft == (run.handle.applied[run.case.tower].__class__.__name__ == "PeftApplied")
+    assert peft == isinstance(run.handle.applied[run.case.tower], PeftApplied)
     assert {p.name for p in tmp_path.iterdir()} == {
         "plan.json",
         run.case.tower,

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
-from tuning_helpers import fresh, only
+import sys
 
-from mile.tuning import PlanError, apply_plan, plan_targets
+import pytest
+from tuning_helpers import TOWERS, fresh, only
+
+from mile.tuning import (
+    PlanError,
+    adapters,
+    apply_plan,
+    handle,
+    partial,
+    peft_method,
+    plan_targets,
+    prefix,
+    ptv2,
+    targets,
+)
 from mile.tuning.targets import close_names, select_modules, select_parameters
 
 
@@ -79,3 +92,36 @@ def test_plan_targets_reports_without_touching_the_model(base):
     assert len(ia3["modules"]) == 2 * 7 and len(ia3["feedforward"]) == 2 * 3
     assert all(n.endswith((".o", ".fc2")) for n in ia3["feedforward"])
     assert report["extra_trainable"] == []
+
+
+ONE_OF_EACH = [  # every kind of method, IA3's feed-forward patterns included
+    {"vision": "bitfit", "text_encoder": "prefix", "text_decoder": "ia3"},
+    {"vision": "houlsby", "text_encoder": "full", "text_decoder": "lora", "extra_trainable": ["*.lm_head.*"]},
+]
+
+
+@pytest.mark.parametrize("plan", ONE_OF_EACH)
+def test_apply_plan_resolves_each_tower_once_and_no_method_resolves(base, plan, monkeypatch):
+    """Methods read what their patterns hit from the call; none matches patterns itself (not even through an
+    import by name, which the monkeypatching below would not see)."""
+    for module in (adapters, partial, peft_method, prefix, ptv2):
+        assert not {"select_modules", "select_parameters", "resolve"} & vars(module).keys(), module.__name__
+    resolved, selected = [], []
+    real_resolve, real_select = handle.resolve, targets.select_modules
+
+    def counting_resolve(model, call, info):
+        resolved.append(call.tower)
+        return real_resolve(model, call, info)
+
+    def counting_select(tower, tower_name, *args, **kwargs):
+        selected.append(sys._getframe(1).f_globals["__name__"])  # the calling module
+        return real_select(tower, tower_name, *args, **kwargs)
+
+    monkeypatch.setattr(handle, "resolve", counting_resolve)
+    monkeypatch.setattr(targets, "select_modules", counting_select)
+    tuned = apply_plan(fresh(base), plan)
+    methods = [t for t in TOWERS if isinstance(plan.get(t), str) and plan[t] not in ("full", "frozen")]
+    assert resolved == methods
+    assert selected and set(selected) == {"mile.tuning.targets"}  # only inside resolve
+    report = plan_targets(base, plan)
+    assert tuned.targets() == {t: report[t]["modules"] for t in methods}
