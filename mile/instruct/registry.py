@@ -6,9 +6,8 @@ both; the engine loads through it and `mile.config` validates dataset names agai
 
 from __future__ import annotations
 
-import os
+import functools
 
-from mile.data.records import DEFAULT_MAX_BAD_FRACTION, LoadResult
 from mile.data.registry import COMMON_OPTIONS, DatasetSpec, load_from
 from mile.data.registry import DATASETS as BASE_DATASETS
 from mile.instruct.dataset import load_instruction
@@ -27,13 +26,5 @@ def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
-def load_dataset(
-    name: str,
-    root: str | os.PathLike[str],
-    split: str | None = None,
-    *,
-    max_bad_fraction: float | None = DEFAULT_MAX_BAD_FRACTION,
-    **options: object,
-) -> LoadResult:
-    """`mile.data.registry.load_dataset` over every dataset, instruction records included."""
-    return load_from(DATASETS, name, root, split, max_bad_fraction=max_bad_fraction, **options)
+# `mile.data.registry.load_dataset` over every dataset, instruction records included
+load_dataset = functools.partial(load_from, DATASETS)
