@@ -4,8 +4,10 @@ import json
 
 import pytest
 import torch
+from accelerate.utils import set_seed
 from weights_helpers import same_tensors
 
+from mile.engine.build import build_session
 from mile.engine.checkpoint import latest_checkpoint
 from mile.engine.features import FeatureCache
 from mile.engine.inference import answer, evaluate_run, load_trained
@@ -52,9 +54,27 @@ def test_trained_run_reloads_for_eval_and_predict(tiny_config, tmp_path, demo_da
     again = evaluate_run(run, ["test"])["test"]
     assert again == first  # same weights, same beams, same answers
     session = load_trained(run)
+    # the answers of a barely trained tiny model say little: the logits must be the trained ones, not the
+    # initial ones (which a reload that forgot the weights would give)
+    set_seed(session.config.train.seed)
+    untrained = build_session(session.config).model.eval()
+    assert not torch.allclose(_logits(session.model), _logits(untrained))
     image = sorted((demo_data / "images").iterdir())[0]
     out = answer(session, str(image), ["is this a ct?", "where is the mass?"])
     assert len(out) == 2 and all(isinstance(a, str) for a in out)
+
+
+def _logits(model, image_size=32):
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "question_ids": torch.randint(1000, 30000, (2, 6), generator=g),
+        "question_mask": torch.ones(2, 6, dtype=torch.long),
+        "answer_ids": torch.randint(1000, 30000, (2, 4), generator=g),
+        "answer_mask": torch.ones(2, 4, dtype=torch.long),
+        "pixels": torch.randn(2, 3, image_size, image_size, generator=g),
+    }
+    with torch.no_grad():
+        return model.eval()(**batch).logits
 
 
 def test_frozen_towers_get_no_grad_and_no_optimizer_state(tiny_config, tmp_path):
@@ -210,6 +230,11 @@ def test_export_merges_adapters_into_a_standalone_checkpoint(tiny_config, tmp_pa
     cfg = load_config(None, [*_TINY_EVAL, f"model.init.path={tmp_path / 'export'}"])
     again = train_run(cfg, RunDir(tmp_path / "from-export"))["test"]
     assert again == first  # same answers from the merged standalone weights
+    exported, trained = build_session(cfg).model, load_trained(run).model
+    torch.testing.assert_close(_logits(exported), _logits(trained), rtol=1e-4, atol=1e-5)  # merging rounds
+    base = load_trained(run)
+    base.tuning.disable()  # the same model without its LoRA: an export that dropped it would match this
+    assert not torch.allclose(_logits(exported), _logits(base.model), rtol=1e-4, atol=1e-5)
 
 
 def test_export_refuses_methods_that_cannot_merge(tiny_config, tmp_path):
