@@ -125,3 +125,29 @@ def test_the_probe_asks_the_questions_evaluation_asks(tiny_config, instruct_file
         q != s.question for q, s in zip(evaluated, samples, strict=True)
     )  # template 2, not the plain one
     assert set(asked) == set(evaluated)
+
+
+def test_every_evaluation_split_is_guarded_not_only_the_first(
+    tiny_config, instruct_file, demo_data, tmp_path
+):
+    run = RunDir(tmp_path / "run")
+    cfg = _instruct(
+        tiny_config, instruct_file("test"), demo_data, "data.eval_splits=[train, test]", "data.leaks=allow"
+    )
+    train_run(cfg, run)
+    leaks = run.read_json("leaks.json")  # allowed, but found and reported for every split
+    assert set(leaks) == {"train", "test"} and leaks["test"]["n_leaked"] == 164
+    assert leaks["train"]["action"] == leaks["test"]["action"] == "allow"
+
+
+def test_instruction_data_given_as_extra_training_data_is_guarded_too(
+    tiny_config, instruct_file, demo_data, tmp_path
+):
+    options = f"{{image_roots: {{vqa-rad: {demo_data / 'images'}}}}}"
+    cfg = tiny_config(
+        "data.dataset=demo",
+        f"data.extra_train=[{{dataset: instruct, root: {instruct_file('test')}, options: {options}}}]",
+        "train.epochs=1",
+    )
+    with pytest.raises(LeakError, match="train/test leak"):
+        train_run(cfg, RunDir(tmp_path / "run"))

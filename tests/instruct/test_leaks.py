@@ -82,3 +82,10 @@ def test_substring_match_when_the_plain_question_is_unknown() -> None:
     longer = ["<custom> Q: Is this a CTA? Choose"]
     near = _sample("i2", "synpic1.jpg", longer[0], question_known=False, question_pool=longer)
     assert find_leaks([unknown, near], evaluation).pairs == [("i1", "e1")]
+
+
+def test_the_same_file_name_in_another_dataset_family_is_no_leak() -> None:
+    evaluation = [_sample("e1", "images/synpic1.jpg", "Is there a mass?", "vqa_rad")]
+    elsewhere = _sample("i1", "images/synpic1.jpg", "Is there a mass?", "pathvqa")
+    assert find_leaks([elsewhere], evaluation).pairs == []
+    assert image_key(elsewhere) == ("pathvqa", "synpic1.jpg")
