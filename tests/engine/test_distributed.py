@@ -1,6 +1,7 @@
 """Data parallelism over two CPU processes (torchrun + gloo) equals one process with the same global batch."""
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from weights_helpers import saved_tensors
 CONFIG = """
 model: {size: tiny, image_size: 32}
 plan: {vision: frozen, text_encoder: full, text_decoder: {method: lora, r: 4, dropout: 0.0}}
-data: {dataset: demo, limit: LIMIT}
+data: {dataset: DATASET, limit: LIMIT}
 train: {epochs: 2, batch_size: BATCH, lr: 0.001, log_every: 1, seed: 0, mixed_precision: PRECISION}
 eval: {batch_size: 5, num_beams: 2, max_new_tokens: 4}
 """
@@ -23,9 +24,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(tmp_path, name, processes, batch, limit=24, precision="auto"):
+# Answers of 1 to 9 words: the ranks of a DDP step hold different numbers of answer tokens, so averaging
+# per-rank means instead of the global token mean gives other gradients (with yes/no answers only, it would not).
+ANSWERS = ["yes", "no", "left lung", "the right kidney", "a mass in the left lower lobe",
+           "ct", "there is a large cystic lesion in the liver"]  # fmt: skip
+
+
+def _varied_answers(tmp_path, demo_data) -> str:
+    """The demo questions with answers of very different lengths, as a `jsonl` dataset."""
+    root = tmp_path / "varied"
+    if not root.exists():
+        shutil.copytree(demo_data / "images", root / "images")
+        records = json.loads((demo_data / "trainset.json").read_text())[:24]
+        lines = [
+            json.dumps({"id": str(r["qid"]), "image": f"images/{r['image_name']}", "question": r["question"],
+                        "answer": ANSWERS[i % len(ANSWERS)], "answer_type": "OPEN"})
+            for i, r in enumerate(records)
+        ]  # fmt: skip
+        for split in ("train", "test"):
+            (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return f"jsonl, root: {root}"  # completes the config's data mapping
+
+
+def _train(tmp_path, name, processes, batch, limit=24, precision="auto", dataset="demo"):
     cfg = tmp_path / f"{name}.yaml"
-    text = CONFIG.replace("BATCH", str(batch)).replace("LIMIT", str(limit))
+    text = CONFIG.replace("BATCH", str(batch)).replace("LIMIT", str(limit)).replace("DATASET", dataset)
     cfg.write_text(text.replace("PRECISION", precision))
     launcher = (
         [
@@ -45,11 +68,12 @@ def _train(tmp_path, name, processes, batch, limit=24, precision="auto"):
     return tmp_path / name
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, demo_data):
     # fp32: the check is that DDP computes the same arithmetic to fp32 rounding (bf16 autocast rounds the
     # products of a batch of 8 and of two batches of 4 differently, by about 2e-5 after 6 steps)
-    one = _train(tmp_path, "one", 1, 8, precision="fp32")
-    two = _train(tmp_path, "two", 2, 4, precision="fp32")
+    data = _varied_answers(tmp_path, demo_data)
+    one = _train(tmp_path, "one", 1, 8, precision="fp32", dataset=data)
+    two = _train(tmp_path, "two", 2, 4, precision="fp32", dataset=data)
     a, b = (saved_tensors(r / "weights") for r in (one, two))
     assert a.keys() == b.keys()
     for key in a:
