@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -287,6 +289,32 @@ def _valid_keys(loc: tuple) -> str:
     return f"{hint} valid keys: {names}"
 
 
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_variables(data: Any, source: str, key: str = "") -> Any:
+    """`${NAME}` and `${NAME:-default}` in the string values of a config file, from the environment (so that
+    `root: ${MILE_SHARED:-../shared}/data/slake` finds the shared folder wherever it is). A variable that is
+    not set and has no default is an error naming the key."""
+    if isinstance(data, dict):
+        return {k: expand_variables(v, source, f"{key}.{k}" if key else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_variables(v, source, f"{key}[{i}]") for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def value(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name, default)
+        if found is None:
+            raise ConfigError(
+                f"config {source}: {key} uses ${{{name}}}, which is not set (or write ${{{name}:-default}})"
+            )
+        return found
+
+    return _VARIABLE.sub(value, data)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         hint = (
@@ -301,6 +329,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read as UTF-8 text ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    data = expand_variables(data, str(path))
     base = data.pop("extends", None)
     if base is None:
         return data

@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -300,3 +301,26 @@ def test_every_path_resolves_an_edit_the_same_way(path, edit, tmp_path, monkeypa
     key, value, changed = EDITS[edit]
     cfg = PATHS[path](BASE, key, value, tmp_path, monkeypatch)
     assert config_leaves(cfg) == config_leaves(validate_config({**BASE, **changed}))
+
+
+def test_config_files_read_environment_variables_with_defaults(tmp_path, monkeypatch):
+    file = tmp_path / "c.yaml"
+    file.write_text(
+        "data: {root: '${MILE_TEST_ROOT:-../shared}/data/slake', options: {x: ['${MILE_TEST_X}']}}\n"
+    )
+    monkeypatch.delenv("MILE_TEST_ROOT", raising=False)
+    monkeypatch.setenv("MILE_TEST_X", "set")
+    cfg = load_config(file)
+    assert cfg.data.root == "../shared/data/slake" and cfg.data.options == {"x": ["set"]}
+    monkeypatch.setenv("MILE_TEST_ROOT", "/elsewhere")
+    assert load_config(file).data.root == "/elsewhere/data/slake"
+    monkeypatch.delenv("MILE_TEST_X")
+    with pytest.raises(ConfigError, match=r"data.options.x\[0\] uses \$\{MILE_TEST_X\}, which is not set"):
+        load_config(file)
+
+
+def test_shipped_real_data_configs_follow_mile_shared(monkeypatch):
+    monkeypatch.setenv("MILE_SHARED", "/mnt/somewhere")
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "slake" / "mile-small.yaml")
+    assert cfg.data.root == "/mnt/somewhere/data/slake"
+    assert cfg.model.init.vision == "/mnt/somewhere/weights/dinov2-small"
