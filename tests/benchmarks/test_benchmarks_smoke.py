@@ -4,6 +4,9 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+from torch.testing import assert_close
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(REPO))
@@ -65,11 +68,41 @@ def test_scaling_quick_covers_every_plan_and_configuration(capsys):
 
 def test_generation_quick_times_every_variant_and_compares_answers(capsys):
     results = generation.main(["--quick", "--rounds", "2", "--batch", "4"])
-    assert len(results) == 9
+    beam, lora, encode = "beam 3, KV cache", "beam 3, KV cache, LoRA", generation.ENCODE
+    assert list(results) == [
+        beam,
+        "beam 3, no cache",
+        "greedy, KV cache",
+        "greedy, no cache",
+        f"{lora} unmerged",
+        f"{lora} merged",
+        encode,
+        f"{encode}, LoRA unmerged",
+        f"{encode}, LoRA merged",
+    ]
     for r in results.values():
         assert len(r["times"]) == 2 and all(t > 0 for t in r["times"])
+    answers = {name: r["answers"] for name, r in results.items()}
+    assert all(answers[n].shape == (4, 10) for n in results if not n.startswith(encode))  # 10 new tokens
+    # the cached and the recomputing search find the same answers; merging LoRA changes no answer
+    for name, ref in [
+        ("beam 3, no cache", beam),
+        ("greedy, no cache", "greedy, KV cache"),
+        (f"{lora} merged", f"{lora} unmerged"),
+    ]:
+        assert torch.equal(answers[name], answers[ref]), name
+    assert_close(answers[f"{encode}, LoRA merged"], answers[f"{encode}, LoRA unmerged"], rtol=1e-4, atol=1e-5)
+    # ... while the LoRA model (random non-zero B) is another model: other question states, other answers here
+    assert not torch.equal(answers[f"{lora} unmerged"], answers[beam])
+    assert (answers[f"{encode}, LoRA unmerged"] - answers[encode]).abs().max() > 1e-3
     out = capsys.readouterr().out
-    assert "| beam 3, no cache |" in out and "questions/s" in out
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip()
+        for line in out.splitlines()
+        if line.startswith("| ")
+    }
+    assert "questions/s" in out  # the table's "answers = reference" column says the same
+    assert [rows[n] for n in ("beam 3, no cache", "greedy, no cache", f"{lora} merged")] == ["4/4"] * 3
 
 
 def test_feature_cache_quick_reports_cold_and_warm_epochs(shared_dir, monkeypatch, capsys):

@@ -1,6 +1,7 @@
 """The `mile` command as a user runs it: subprocesses, exit codes, printed output."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,15 +38,51 @@ def test_demo_trains_and_reports(demo_run):
     assert metrics["n"] == 164 and metrics["rules"]["answer_type"]["closed"]["n"] == 103
 
 
+def _simple(answer):  # close enough to normalize_answer for VQA-RAD's English answers
+    return " ".join(re.sub(r"[^\w\s]", " ", str(answer).lower()).split())
+
+
+def _cell(rows):
+    acc = sum(r["correct"] for r in rows) / len(rows)
+    return f"{100 * acc:.2f}% (n={len(rows)})"
+
+
 def test_eval_and_predict_on_a_finished_run(demo_run, demo_data):
-    run, _ = demo_run
-    proc = mile("eval", run, "--split", "train")
-    assert "train: global" in proc.stdout and (run / "eval" / "train" / "metrics.json").is_file()
+    run, trained = demo_run
+    test_file = run / "eval" / "test" / "predictions.jsonl"
+    at_training = [json.loads(line) for line in test_file.read_text().splitlines()]
+    proc = mile("eval", run, "--split", "train", "--split", "test")
+    # the reloaded run answers the test split exactly as the trained model did at the end of training
+    assert [json.loads(line) for line in test_file.read_text().splitlines()] == at_training
+    test_global = next(line for line in trained.stdout.splitlines() if line.startswith("test: global"))
+    assert test_global in proc.stdout.splitlines()
+    # train: every question of trainset.json, each scored right iff its answer is the truth, and the printed
+    # accuracies are those of the predictions
+    records = json.loads((demo_data / "trainset.json").read_text())
+    rows = [
+        json.loads(line) for line in (run / "eval" / "train" / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert sorted(r["id"] for r in rows) == sorted(str(r["qid"]) for r in records)
+    assert all(r["correct"] == (_simple(r["prediction"]) == _simple(r["answer"])) for r in rows)
+    closed = [r for r in rows if r["answer_type"].strip().upper() == "CLOSED"]
+    open_ = [r for r in rows if r not in closed]
+    yes_no = [r for r in rows if _simple(r["answer"]) in ("yes", "no")]
+    other = [r for r in rows if r not in yes_no]
+    assert (len(rows), len(closed), len(yes_no)) == (391, 220, 212)
+    lines = proc.stdout.splitlines()
+    assert f"train: global {_cell(rows)}" in lines
+    assert f"  closed by answer_type closed {_cell(closed)}  open {_cell(open_)}" in lines
+    assert f"  closed by yesno       closed {_cell(yes_no)}  open {_cell(other)}" in lines
+    metrics = json.loads((run / "eval" / "train" / "metrics.json").read_text())
+    assert metrics["n"] == 391 and metrics["global"]["acc"] == sum(r["correct"] for r in rows) / 391
+    # predict: the answers the trained model gave at training's evaluation to the same image and questions
     image = sorted((demo_data / "images").iterdir())[0]
-    proc = mile(
-        "predict", run, "--image", image, "--question", "is there a fracture?", "--question", "what organ?"
-    )
-    assert proc.stdout.count("Q: ") == 2 and proc.stdout.count("A: ") == 2
+    asked = [
+        r for r in json.loads((demo_data / "testset.json").read_text()) if r["image_name"] == image.name
+    ][:2]
+    expected = {r["id"]: r["prediction"] for r in at_training}
+    proc = mile("predict", run, "--image", image, *[a for r in asked for a in ("--question", r["question"])])
+    assert proc.stdout == "".join(f"Q: {r['question']}\nA: {expected[str(r['qid'])]}\n" for r in asked)
 
 
 def test_predict_refuses_blank_questions_and_bad_beam_counts(demo_run, demo_data):

@@ -200,9 +200,17 @@ def test_check_bad_fraction_rejects_invalid_limits(limit: float) -> None:
         check_bad_fraction(_bad(1, 0), limit)
 
 
-def test_load_result_check_returns_itself(slake_root: Path) -> None:
-    result = load_slake(slake_root)
-    assert result.check() is result
+def test_load_result_check_returns_itself(tmp_path: Path) -> None:
+    missing = slake_record(7, "xmlab9/source.jpg", "Is this a CT?", "No")  # no such image: 1 of 4 English bad
+    result = load_slake(make_slake(tmp_path, train=[*SLAKE_TRAIN, missing]))
+    samples = list(result.samples)
+    assert [s.id for s in samples] == ["0", "2", "3"] and result.bad.ids() == ["7"]
+    assert result.check(0.25) is result and result.check(1.0) is result and result.check(None) is result
+    with pytest.raises(DataError, match=r"1 of 4 records dropped \(25\.00%\).*max_bad_fraction is 24\.00%"):
+        result.check(0.24)
+    with pytest.raises(DataError, match=r"max_bad_fraction is 5\.00%"):
+        result.check()  # the default limit
+    assert result.samples == samples and result.bad.n_bad == 1  # checking changes nothing
 
 
 # ---- field helpers ------------------------------------------------------------------------------------------------

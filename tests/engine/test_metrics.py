@@ -134,7 +134,13 @@ def test_score_accepts_any_iterable_of_triples() -> None:
     assert score(iter([["a", "a", "OPEN"]]))["global"] == {"acc": 1.0, "n": 1}
 
 
-@pytest.mark.parametrize(("item", "match"), [(("a", "a", "MAYBE"), "item 0: answer_type is 'MAYBE'")])
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        (("a", "a", "MAYBE"), "item 0: answer_type is 'MAYBE'"),
+        (("a", "a", None), "item 0: answer_type is None"),  # not a string: the same clear error
+    ],
+)
 def test_bad_answer_type_is_an_error(item: tuple, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         score([item])

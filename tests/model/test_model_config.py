@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mile.model.config import MileConfig, size_config
 from mile.model.mile import MileModel
@@ -63,9 +64,42 @@ def test_loss_ignores_padded_answer_tokens():
 
 
 def test_loss_backpropagates_to_every_tower():
-    model = MileModel(size_config("tiny"))
+    torch.manual_seed(0)
+    model = MileModel(size_config("tiny")).double()
     q, a = torch.randint(1000, 3000, (2, 5)), torch.randint(1000, 3000, (2, 4))
-    out = model(q, torch.ones_like(q), a, torch.ones_like(a), pixels=torch.randn(2, 3, 32, 32))
+    batch = dict(
+        question_ids=q,
+        question_mask=torch.ones_like(q),
+        answer_ids=a,
+        answer_mask=torch.ones_like(a),
+        pixels=torch.randn(2, 3, 32, 32, dtype=torch.float64),
+    )
+
+    def next_token_loss():  # the loss the model should report, in float64: token i+1 from position i
+        logits = model(**batch).logits
+        return F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), a[:, 1:].reshape(-1), label_smoothing=0.1
+        )
+
+    out = model(**batch)
+    torch.testing.assert_close(out.loss.double(), next_token_loss(), rtol=1e-6, atol=0)
     out.loss.backward()
+    eps = 1e-5
     for tower in ("vision", "text_encoder", "text_decoder"):
-        assert all(p.grad is not None for p in model.tower(tower).parameters())
+        params = list(model.tower(tower).parameters())
+        assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in params), tower
+        assert all(p.grad.abs().sum() > 0 for p in params), f"a {tower} parameter got an all-zero gradient"
+        # the gradients are the loss's derivative: along a random direction in the tower's parameters, the
+        # slope they give equals the central difference of the loss
+        directions = [torch.randn_like(p) for p in params]
+        slope = sum((p.grad * d).sum() for p, d in zip(params, directions, strict=True))
+        with torch.no_grad():
+            losses = []
+            for sign in (1, -1):
+                for p, d in zip(params, directions, strict=True):
+                    p.add_(sign * eps * d)
+                losses.append(next_token_loss())
+                for p, d in zip(params, directions, strict=True):
+                    p.sub_(sign * eps * d)
+        numeric = (losses[0] - losses[1]) / (2 * eps)
+        torch.testing.assert_close(slope, numeric, rtol=1e-4, atol=0, msg=lambda m, t=tower: f"{t}: {m}")

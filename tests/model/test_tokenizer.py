@@ -41,7 +41,23 @@ def test_missing_vocab_names_the_file(tmp_path):
         MileTokenizer.from_dir(tmp_path)
 
 
-def test_save_and_reload(tok, tmp_path):
+TEXTS = ["Is the LIVER normal?", "T2-weighted MRI, axial", "pneumothorax", "肝脏在哪里?", "x" * 30 + " ##ab"]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_save_and_reload(tmp_path, lowercase):
+    tok = MileTokenizer(bundled_vocab(), lowercase=lowercase)
     tok.save(tmp_path)
     again = MileTokenizer.from_dir(tmp_path)
-    assert again.special_ids() == tok.special_ids()
+    assert again.special_ids() == tok.special_ids() and again.lowercase is lowercase
+    # every token keeps its id: the vocabulary (with [DEC] and [ENC]) is the same, in the same order
+    assert again._tok.get_vocab() == tok._tok.get_vocab()
+    for encode in ("encode_questions", "encode_answers"):
+        ids, mask = getattr(again, encode)(TEXTS)
+        expected_ids, expected_mask = getattr(tok, encode)(TEXTS)
+        assert ids.tolist() == expected_ids.tolist() and mask.tolist() == expected_mask.tolist()
+        assert again.decode(ids) == tok.decode(expected_ids)
+    # the case setting travels too: cased, "LIVER" is not in the uncased vocabulary ([UNK], id 100)
+    liver = bundled_vocab().read_text(encoding="utf-8").split("\n").index("liver")
+    upper = liver if lowercase else 100
+    assert again.encode_answers(["LIVER", "liver"])[0].tolist() == [[30522, upper, 102], [30522, liver, 102]]

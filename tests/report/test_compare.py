@@ -91,11 +91,41 @@ def test_cli_compares_two_seeds_of_a_real_tiny_study(tiny_study):
     result = CliRunner().invoke(app, ["compare", str(seeds[0]), str(seeds[1]), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    g = out["global"]
-    assert out["split"] == "test" and g["n"] == out["closed"]["n"] + out["open"]["n"] > 0
-    assert 0 <= g["p_mcnemar"] <= 1 and g["only_a"] + g["only_b"] <= g["n"]
+    # the same numbers counted here from the two runs' predictions.jsonl (closed: a yes/no truth, the default)
+    a, b = (
+        {r["id"]: r for r in map(json.loads, (s / "eval/test/predictions.jsonl").read_text().splitlines())}
+        for s in seeds
+    )
+    assert a.keys() == b.keys() and len(a) == 8  # data.limit 8
+    expected = {"a": str(seeds[0]), "b": str(seeds[1]), "split": "test", "rule": "yesno"}
+    for group in ("global", "closed", "open"):
+        ids = [
+            i
+            for i in a
+            if group == "global" or (a[i]["answer"].strip().lower() in ("yes", "no")) == (group == "closed")
+        ]
+        only_a = sum(a[i]["correct"] and not b[i]["correct"] for i in ids)
+        only_b = sum(b[i]["correct"] and not a[i]["correct"] for i in ids)
+        tail = sum(comb(only_a + only_b, k) for k in range(min(only_a, only_b) + 1)) / 2 ** (only_a + only_b)
+        expected[group] = {
+            "n": len(ids),
+            "acc_a": sum(a[i]["correct"] for i in ids) / len(ids) if ids else None,
+            "acc_b": sum(b[i]["correct"] for i in ids) / len(ids) if ids else None,
+            "only_a": only_a,
+            "only_b": only_b,
+            "p_mcnemar": min(1.0, 2 * tail),
+            "answers_differ": sum(
+                a[i]["prediction"].strip().lower() != b[i]["prediction"].strip().lower() for i in ids
+            ),
+        }
+    assert out == expected
     table = CliRunner().invoke(app, ["compare", str(seeds[0]), str(seeds[1])])
-    assert table.exit_code == 0 and "exact McNemar" in table.output and "global" in table.output
+    assert table.exit_code == 0 and "exact McNemar" in table.output
+    g = expected["global"]
+    row = next(line.split() for line in table.output.splitlines() if line.startswith("global "))
+    assert row == ["global", str(g["n"]), f"{100 * g['acc_a']:.2f}", f"{100 * g['acc_b']:.2f}",
+                   f"{100 * (g['acc_b'] - g['acc_a']):+.2f}", str(g["only_a"]), str(g["only_b"]),
+                   f"{g['p_mcnemar']:.4f}", str(g["answers_differ"])]  # fmt: skip
 
 
 def edit_predictions(run, split="test", **changes):

@@ -1,17 +1,17 @@
 """`mile sweep --dry-run`: the runs and their trainable parameters, nothing trained; the command's exit codes."""
 
-import copy
 import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from mile.cli.main import app
-from mile.pretrained import build
+from mile.model.config import size_config
+from mile.model.mile import MileModel
 from mile.sweep import load_sweep, run_sweep
 from mile.sweep.dryrun import count_runs, format_counts
-from mile.tuning import apply_plan
 
 GRID = {"grid": {"plan": ["F-LoRA_r4-LoRA_r4", "T-T-T"], "train.lr": [1e-4, 5e-5]}}
 
@@ -20,10 +20,25 @@ def test_counts_are_what_the_plan_gives_and_the_status_is_shown(make_sweep, fake
     sweep = load_sweep(make_sweep(GRID))
     run_sweep(sweep, train=fake_train(), echo=lambda _: None, shard=(1, 4))  # run 1 done
     counts = count_runs(sweep, sweep.runs)
-    model = build("random", size="tiny", image_size=32).model
-    expected = apply_plan(copy.deepcopy(model), "F-LoRA_r4-LoRA_r4").trainable_report()
-    assert (counts[0].trainable, counts[0].total) == (expected["trainable"], expected["total"])
-    assert counts[2].trainable == counts[2].total and counts[2].pct == 100.0
+    # counted here without mile's accounting or peft: the tiny model's own parameters, plus for LoRA r=4 on q and
+    # v of self- and cross-attention in both text towers r * (in + out) per wrapped Linear
+    model = MileModel(size_config("tiny", 32))
+    base = sum(p.numel() for p in model.parameters())
+    wrapped = [
+        m
+        for name, m in model.named_modules()
+        if name.startswith("text_")
+        and name.endswith(("self_attn.q", "self_attn.v", "cross_attn.q", "cross_attn.v"))
+    ]
+    assert len(wrapped) == 2 * 2 * 4  # towers x layers x modules
+    lora = sum(4 * (m.in_features + m.out_features) for m in wrapped)
+    assert [(c.run.plan, c.trainable, c.total) for c in counts] == [
+        ("F-LoRA_r4-LoRA_r4", lora, base + lora),
+        ("F-LoRA_r4-LoRA_r4", lora, base + lora),
+        ("T-T-T", base, base),
+        ("T-T-T", base, base),
+    ]
+    assert counts[0].pct == pytest.approx(100 * lora / (base + lora)) and counts[2].pct == 100.0
     assert [c.state for c in counts] == ["done", "new", "new", "new"]
     text = format_counts(sweep, counts, (1, 1))
     lines = text.splitlines()
@@ -32,7 +47,12 @@ def test_counts_are_what_the_plan_gives_and_the_status_is_shown(make_sweep, fake
         "name",
         "plan",
     ]
-    assert "train.lr=1e-4" in lines[2] and f"{expected['trainable']:,}" in lines[2] and "100.000" in lines[4]
+    assert "train.lr=1e-4" in lines[2] and lines[2].split()[-3:] == [
+        f"{lora:,}",
+        f"{base + lora:,}",
+        f"{100 * lora / (base + lora):.3f}",
+    ]
+    assert lines[4].split()[-3:] == [f"{base:,}", f"{base:,}", "100.000"]
 
 
 def test_weights_that_cannot_be_loaded_fall_back_to_the_size_with_a_note(make_sweep):
