@@ -89,3 +89,69 @@ def test_the_same_file_name_in_another_dataset_family_is_no_leak() -> None:
     elsewhere = _sample("i1", "images/synpic1.jpg", "Is there a mass?", "pathvqa")
     assert find_leaks([elsewhere], evaluation).pairs == []
     assert image_key(elsewhere) == ("pathvqa", "synpic1.jpg")
+
+
+def test_a_report_says_exactly_what_leaked() -> None:
+    evaluation = [
+        _sample("vqa_rad:10", "synpic1.jpg", "Is there a mass?"),
+        _sample("vqa_rad:9", "synpic1.jpg", "Is this a CT?"),
+        _sample("vqa_rad:x", "synpic2.jpg", "Where is it?"),
+        _sample("vqa_rad:11", "synpic3.jpg", "Is it left?"),
+    ]
+    instruction = [
+        _sample("i:2", "synpic1.jpg", "is this a ct"),
+        _sample("i:10", "synpic1.jpg", "IS THERE A MASS"),
+        _sample("i:1", "synpic2.jpg", "where is it"),
+        _sample("i:3", "synpic3.jpg", "Is it right?"),  # same image, another question: shared, no leak
+        _sample("i:4", "synpic4.jpg", "Is it left?"),
+    ]
+    report = find_leaks(instruction, evaluation)
+    assert report.leaked_evaluation_ids == ["vqa_rad:x", "vqa_rad:9", "vqa_rad:10"]  # numbers in number order
+    assert report.leaked_instruction_ids == ["i:1", "i:2", "i:10"]
+    assert report.to_dict(max_examples=2) == {
+        "n_instruction": 5,
+        "n_evaluation": 4,
+        "n_leaked": 3,
+        "fraction": 0.75,
+        "n_leaked_instruction": 3,
+        "n_shared_images": 3,
+        "examples": [
+            {"instruction": "i:2", "evaluation": "vqa_rad:9"},
+            {"instruction": "i:10", "evaluation": "vqa_rad:10"},
+        ],
+    }
+    assert report.summary(max_examples=1) == (
+        "3 of 4 evaluation questions (75.0%) occur in the instruction data (3 of 5 instruction samples; "
+        "same image and question), e.g. instruction ~ evaluation: i:2 ~ vqa_rad:9"
+    )
+    assert find_leaks(instruction[3:], evaluation).summary() == (
+        "0 of 4 evaluation questions (0.0%) occur in the instruction data (0 of 2 instruction samples; "
+        "same image and question)"
+    )
+    with pytest.raises(LeakError, match=r"^a vs b: train/test leak: 3 of 4 evaluation questions"):
+        check_leaks(instruction, evaluation, what="a vs b")
+    assert check_leaks(instruction, evaluation, allow=True).n_leaked == 3
+    assert check_leaks(instruction[3:], evaluation).n_leaked == 0
+    assert [s.id for s in drop_leaks(instruction, report)] == ["i:3", "i:4"]
+
+
+@pytest.mark.parametrize(
+    ("source", "family"),
+    [
+        ("VQA-RAD", "vqa_rad"),
+        ("vqa_rad_public", "vqa_rad"),
+        (" Slake-EN ", "slake_en"),
+        ("PathVQA", "pathvqa"),
+    ],
+)
+def test_source_families(source: str, family: str) -> None:
+    from mile.instruct.leaks import source_family
+
+    assert source_family(source) == family
+
+
+def test_a_prompt_only_sample_matches_on_word_boundaries_of_its_own_text() -> None:
+    evaluation = [_sample("e1", "synpic1.jpg", "Is this a CT?")]
+    no_pool = _sample("i1", "synpic1.jpg", "Answer this: is this a ct? Please.", question_known=False)
+    inside_a_word = _sample("i2", "synpic1.jpg", "xis this a ct", question_known=False)
+    assert find_leaks([no_pool, inside_a_word], evaluation).pairs == [("i1", "e1")]
