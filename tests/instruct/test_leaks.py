@@ -155,3 +155,30 @@ def test_a_prompt_only_sample_matches_on_word_boundaries_of_its_own_text() -> No
     no_pool = _sample("i1", "synpic1.jpg", "Answer this: is this a ct? Please.", question_known=False)
     inside_a_word = _sample("i2", "synpic1.jpg", "xis this a ct", question_known=False)
     assert find_leaks([no_pool, inside_a_word], evaluation).pairs == [("i1", "e1")]
+
+
+def test_a_plain_instruction_question_must_match_whole_not_as_a_phrase() -> None:
+    evaluation = [_sample("e1", "synpic1.jpg", "Is there a mass?")]
+    longer = _sample("i1", "synpic1.jpg", "Is there a mass on the left?")  # its own question is known
+    assert find_leaks([longer], evaluation).pairs == []
+
+
+def test_a_prompt_only_sample_is_searched_in_its_pool_not_its_question_text() -> None:
+    evaluation = [_sample("e1", "synpic1.jpg", "Is this a CT?")]
+    pool = ["Q: Is this a CT? Answer yes or no"]
+    sample = _sample(
+        "i1", "synpic1.jpg", "(prompt text kept elsewhere)", question_known=False, question_pool=pool
+    )
+    assert find_leaks([sample], evaluation).pairs == [("i1", "e1")]
+
+
+def test_defaults_of_the_report_and_the_message() -> None:
+    evaluation = [_sample(f"a:b:{i}", "synpic1.jpg", f"Is finding {i} present?") for i in range(25)]
+    instruction = [_sample(f"i:{i}", "synpic1.jpg", f"is finding {i} present") for i in range(25)]
+    report = find_leaks(instruction, evaluation)
+    assert report.leaked_evaluation_ids[:3] == ["a:b:0", "a:b:1", "a:b:2"]  # the last field is the number
+    assert report.leaked_evaluation_ids[10] == "a:b:10"
+    assert len(report.to_dict()["examples"]) == 20
+    assert report.summary().count(" ~ ") == 1 + 5  # "instruction ~ evaluation:", then five examples
+    with pytest.raises(LeakError, match=r"^train/test leak: 25 of 25"):  # no `what`: no prefix
+        check_leaks(instruction, evaluation)
