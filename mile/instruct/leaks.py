@@ -144,7 +144,7 @@ def check_leaks(
         raise LeakError(
             f"{prefix}train/test leak: {report.summary()}. Evaluating on these questions would measure "
             "memorisation. Drop them from the instruction data (mile.instruct.leaks.drop_leaks), evaluate on "
-            "another split, or allow leaks explicitly (allow_leaks=True) and say so beside every number."
+            "another split, or allow leaks explicitly (data.leaks: allow) and say so beside every number."
         )
     return report
 

@@ -180,5 +180,18 @@ def test_defaults_of_the_report_and_the_message() -> None:
     assert report.leaked_evaluation_ids[10] == "a:b:10"
     assert len(report.to_dict()["examples"]) == 20
     assert report.summary().count(" ~ ") == 1 + 5  # "instruction ~ evaluation:", then five examples
-    with pytest.raises(LeakError, match=r"^train/test leak: 25 of 25"):  # no `what`: no prefix
-        check_leaks(instruction, evaluation)
+    with pytest.raises(LeakError) as error:
+        check_leaks(instruction[:2], evaluation[:2])
+    assert str(error.value) == (  # no `what`: no prefix
+        "train/test leak: 2 of 2 evaluation questions (100.0%) occur in the instruction data (2 of 2 instruction "
+        "samples; same image and question), e.g. instruction ~ evaluation: i:0 ~ a:b:0, i:1 ~ a:b:1. Evaluating "
+        "on these questions would measure memorisation. Drop them from the instruction data "
+        "(mile.instruct.leaks.drop_leaks), evaluate on another split, or allow leaks explicitly (data.leaks: "
+        "allow) and say so beside every number."
+    )
+
+
+def test_ids_sort_naturally_and_words_before_numbers() -> None:
+    from mile.instruct.leaks import _natural
+
+    assert sorted(["h:2", "h:10", "h:x", "h:1", "g:5"], key=_natural) == ["g:5", "h:x", "h:1", "h:2", "h:10"]
