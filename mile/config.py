@@ -73,9 +73,7 @@ class SourceSection(Section):
     root: str | None = None
     split: str = "train"  # for extra training sources
     language: Literal["en", "zh", "all"] = "en"  # SLAKE
-    options: dict[str, Any] = Field(
-        default_factory=dict
-    )  # dataset-specific extras, e.g. instruct image_roots
+    options: dict[str, Any] = Field(default_factory=dict)  # dataset-specific extras (instruct: image_roots)
 
 
 class PromptSection(Section):
@@ -92,24 +90,17 @@ class DataSection(Section):
     train_split: str = "train"  # `a+b` joins splits
     eval_splits: list[str] = Field(default_factory=lambda: ["test"])
     language: Literal["en", "zh", "all"] = "en"  # SLAKE
-    image_norm: Literal["auto", "imagenet", "clip", "none"] = (
-        "auto"  # auto: clip for BLIP weights, else imagenet
-    )
+    image_norm: Literal["auto", "imagenet", "clip", "none"] = "auto"  # auto: clip for BLIP, else imagenet
     augment: bool = False
     max_bad_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
-    limit: int | None = Field(
-        default=None, ge=1, le=MAX_COUNT
-    )  # first N records of each split, for smoke runs
+    limit: int | None = Field(default=None, ge=1, le=MAX_COUNT)  # first N records of each split (smoke runs)
     num_workers: int = Field(default=0, ge=0, le=1024)
     options: dict[str, Any] = Field(default_factory=dict)  # dataset-specific extras
-    eval_source: SourceSection | None = (
-        None  # evaluate on another dataset (e.g. plain SLAKE after instruction data)
-    )
+    # evaluate on another dataset (e.g. plain SLAKE after instruction data)
+    eval_source: SourceSection | None = None
     extra_train: list[SourceSection] = Field(default_factory=list)  # more training records (mixing datasets)
     prompts: PromptSection = Field(default_factory=PromptSection)
-    leaks: Literal["refuse", "drop", "allow"] = (
-        "refuse"  # instruction records that repeat evaluation questions
-    )
+    leaks: Literal["refuse", "drop", "allow"] = "refuse"  # instruction records repeating evaluation questions
 
 
 class TrainSection(Section):
@@ -117,9 +108,7 @@ class TrainSection(Section):
     batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
     lr: float = Field(default=2e-5, gt=0)
     lr_adapters: float | None = Field(default=None, gt=0)  # for parameters a PEFT plan adds; None: lr
-    lr_new: float | None = Field(
-        default=None, gt=0
-    )  # for weights the checkpoint lacked (random init); None: lr
+    lr_new: float | None = Field(default=None, gt=0)  # weights the checkpoint lacked (random init); None: lr
     weight_decay: float = Field(default=0.05, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
@@ -131,12 +120,9 @@ class TrainSection(Section):
     # AMX), else fp32; fp16 needs a CUDA GPU. The choice and its reason go to env.json (engine/precision.py).
     mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     log_every: int = Field(default=10, ge=1, le=MAX_COUNT)
-    checkpoint_every: int = Field(
-        default=0, ge=0, le=MAX_COUNT
-    )  # optimizer steps between checkpoints; 0: each epoch
-    gradient_checkpointing: list[Literal["vision", "text_encoder", "text_decoder"]] = Field(
-        default_factory=list
-    )
+    # optimizer steps between checkpoints; 0: each epoch
+    checkpoint_every: int = Field(default=0, ge=0, le=MAX_COUNT)
+    gradient_checkpointing: list[Literal[TOWERS]] = Field(default_factory=list)
     feature_cache: Literal["auto", "none", "memory", "disk"] = "auto"  # vision features of a frozen ViT
     feature_cache_items: int = Field(default=4096, ge=1, le=MAX_COUNT)  # images held in memory (LRU)
     feature_cache_dir: str | None = None  # disk cache root (default $MILE_CACHE or ~/.cache/mile)
@@ -148,9 +134,7 @@ class TrainSection(Section):
 class EvalSection(Section):
     num_beams: int = Field(default=3, ge=1, le=MAX_BEAMS)
     max_new_tokens: int = Field(default=10, ge=1, le=MAX_TOKENS)
-    min_new_tokens: int = Field(
-        default=1, ge=0, le=MAX_TOKENS
-    )  # bar [SEP] before this many: no empty answers
+    min_new_tokens: int = Field(default=1, ge=0, le=MAX_TOKENS)  # no [SEP] before this many: no empty answers
     batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
     merge_adapters: bool = True  # merge LoRA-family adapters for evaluation when exact
     compile: bool = False  # torch.compile the image and question encoders for evaluation
@@ -165,9 +149,7 @@ class EvalSection(Section):
                 f"num_beams must be an integer from 1 to {MAX_BEAMS} (as eval.num_beams), got {num_beams!r}"
             )
         return GenerationConfig(
-            num_beams=num_beams,
-            max_new_tokens=self.max_new_tokens,
-            min_new_tokens=self.min_new_tokens,
+            num_beams=num_beams, max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens
         )
 
 
@@ -241,7 +223,6 @@ def validate_config(data: dict[str, Any], source: str = "<config>") -> Config:
     """The typed config; every problem is reported at once, including non-finite numbers anywhere (free-form
     method and dataset options too: an `inf` learning rate or LoRA alpha trains to NaN weights)."""
     problems = {key: f"must be a finite number (got {value!r})" for key, value in _non_finite(data)}
-    cfg = None
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:

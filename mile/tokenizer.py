@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tokenizers import BertWordPieceTokenizer
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 DEC, ENC = "[DEC]", "[ENC]"
 VOCAB_FILE = "vocab.txt"
@@ -74,20 +75,14 @@ class MileTokenizer:
         return self._tok.get_vocab_size()
 
     def _batch(self, texts: list[str], max_len: int, first_id: int) -> tuple[Tensor, Tensor]:
-        encodings = self._tok.encode_batch(list(texts))
         rows = []
-        for enc in encodings:
+        for enc in self._tok.encode_batch(list(texts)):
             ids = enc.ids
             if len(ids) > max_len:  # keep the closing [SEP]
                 ids = ids[: max_len - 1] + [self.sep_token_id]
-            rows.append([first_id] + ids[1:])
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        return ids, mask
+            rows.append(torch.tensor([first_id] + ids[1:]))
+        ids = pad_sequence(rows, batch_first=True, padding_value=self.pad_token_id)
+        return ids, pad_sequence([torch.ones_like(row) for row in rows], batch_first=True)
 
     def encode_questions(self, questions: list[str], max_len: int | None = None) -> tuple[Tensor, Tensor]:
         """[ENC] q1 ... [SEP], truncated to max_len tokens (35 by default) -> ids, mask (B, L)."""

@@ -10,12 +10,7 @@ import typer
 from mile.errors import MileError
 
 # A path the user named that is not there (or is in the way) is theirs to fix too; the OS message names it.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    MileError,
-    FileNotFoundError,
-    FileExistsError,
-    NotADirectoryError,
-)
+USER_ERRORS = (MileError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
 def run_guarded(app: Callable[[], None]) -> None:

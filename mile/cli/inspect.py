@@ -10,7 +10,7 @@ from torch import nn
 
 from mile.config import load_config
 from mile.engine.build import build_model
-from mile.tuning import apply_plan, count_parameters, format_plan_notation
+from mile.tuning import apply_plan, count_parameters
 
 
 def modules_command(config: Path | None, overrides: list[str], as_json: bool, depth: int) -> None:
@@ -21,16 +21,12 @@ def modules_command(config: Path | None, overrides: list[str], as_json: bool, de
     if as_json:
         typer.echo(json.dumps(counts, indent=2))
         return
-    typer.echo(
-        f"plan {format_plan_notation(cfg.plan)}  (image size {built.model.config.vision.image_size} px)\n"
-    )
-    typer.echo(tree(built.model, depth))
-    typer.echo("")
+    typer.echo(f"plan {handle.plan.notation()}  (image size {built.model.config.vision.image_size} px)\n")
+    typer.echo(tree(built.model, depth) + "\n")
     for tower, names in handle.targets().items():
         shown = ", ".join(names[:6]) + (f", ... ({len(names)} modules)" if len(names) > 6 else "")
         typer.echo(f"{tower}: {len(names)} module(s) hit: {shown}")
-    typer.echo("")
-    typer.echo(counts_table(counts))
+    typer.echo("\n" + counts_table(counts))
 
 
 def tree(model: nn.Module, depth: int) -> str:

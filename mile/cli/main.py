@@ -24,6 +24,8 @@ app.add_typer(instruct_app, name="instruct")
 Overrides = Annotated[
     list[str] | None, typer.Argument(help="config overrides, e.g. train.lr=1e-4 plan.vision=frozen")
 ]
+FinishedRun = Annotated[Path, typer.Argument(help="a finished run directory")]
+Rule = Annotated[str, typer.Option(help="closed-question rule: yesno (the paper's tables) or answer_type")]
 
 
 @app.command()
@@ -50,7 +52,7 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    run_dir: FinishedRun,
     split: Annotated[list[str] | None, typer.Option(help="split(s) to evaluate (repeatable)")] = None,
     data: Annotated[
         list[str] | None, typer.Option(help="data overrides, e.g. --data root=/data/slake")
@@ -64,7 +66,7 @@ def evaluate(
 
 @app.command()
 def probe(
-    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    run_dir: FinishedRun,
     split: Annotated[
         str | None, typer.Option(help="split (default: the run's first evaluation split)")
     ] = None,
@@ -83,7 +85,7 @@ def probe(
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    run_dir: FinishedRun,
     image: Annotated[Path, typer.Option(help="image file")],
     question: Annotated[list[str], typer.Option(help="question (repeatable)")],
     # refused while parsing, before the model loads; the bounds are eval.num_beams's (MAX_BEAMS in mile/config.py,
@@ -100,7 +102,7 @@ def predict(
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    run_dir: FinishedRun,
     out: Annotated[Path, typer.Argument(help="where to write the checkpoint")],
 ) -> None:
     """Write a run's model as a standalone checkpoint (LoRA-family adapters merged), loadable as init kind `mile`."""
@@ -165,9 +167,7 @@ def report(
     split: Annotated[
         str | None, typer.Option(help="evaluation split (default: each run's first eval split)")
     ] = None,
-    rule: Annotated[
-        str, typer.Option(help="closed-question rule: yesno (the paper's tables) or answer_type")
-    ] = "yesno",
+    rule: Rule = "yesno",
     out: Annotated[
         Path | None, typer.Option(help="where report.md/.csv and plots go (default: DIRECTORY)")
     ] = None,
@@ -192,9 +192,7 @@ def compare(
     split: Annotated[
         str | None, typer.Option(help="evaluation split (default: the first run's first eval split)")
     ] = None,
-    rule: Annotated[
-        str, typer.Option(help="closed-question rule: yesno (the paper's tables) or answer_type")
-    ] = "yesno",
+    rule: Rule = "yesno",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Two runs question by question: accuracies, discordant questions and the exact McNemar test."""

@@ -8,16 +8,14 @@ from pathlib import Path
 import typer
 
 from mile.engine.rundir import RunDir
-from mile.report import write_report
-from mile.report.compare import compare_runs, comparison_json, format_comparison
+from mile.report import compare, write_report
 
 
 def report_command(
     directory: Path, split: str | None, rule: str, out: Path | None, label: str = "config"
 ) -> None:
     report = write_report(directory, out, split, rule, label)
-    typer.echo(report.markdown.split("## Plots")[0].rstrip())
-    typer.echo("")
+    typer.echo(report.markdown.split("## Plots")[0].rstrip() + "\n")
     typer.echo("wrote " + ", ".join(str(f) for f in report.files))
 
 
@@ -27,14 +25,13 @@ def compare_command(run_a: Path, run_b: Path, split: str | None, rule: str, as_j
         if not splits:
             raise typer.BadParameter(f"{run_a}: its config names no eval split; pass --split")
         split = splits[0]
-    rows = compare_runs(run_a, run_b, split, rule)
+    try:
+        rows = compare.compare_runs(run_a, run_b, split, rule)
+    except compare.MissingPredictions as exc:
+        raise compare.CompareError(f"{exc}: mile eval {exc.run_dir} --split {exc.split}") from None
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"a": str(run_a), "b": str(run_b), "split": split, "rule": rule, **comparison_json(rows)},
-                indent=2,
-            )
-        )
+        head = {"a": str(run_a), "b": str(run_b), "split": split, "rule": rule}
+        typer.echo(json.dumps({**head, **compare.comparison_json(rows)}, indent=2))
     else:
         typer.echo(f"split: {split}")
-        typer.echo(format_comparison(rows, str(run_a), str(run_b), rule))
+        typer.echo(compare.format_comparison(rows, str(run_a), str(run_b), rule))

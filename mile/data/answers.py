@@ -13,6 +13,7 @@ it; the leak guard (`mile.instruct.leaks`) matches questions with `normalize_que
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from typing import Any
 
@@ -28,13 +29,11 @@ YES_NO = ("yes", "no")  # normalised answers of closed questions under the `yesn
 
 def _is_punctuation(char: str) -> bool:
     """BERT's definition: ASCII non-alphanumeric printable characters plus every Unicode punctuation category."""
-    code = ord(char)
-    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
-        return True
-    return unicodedata.category(char).startswith("P")
+    return char in string.punctuation or unicodedata.category(char).startswith("P")
 
 
-def _fold(text: Any) -> str:
+def normalize_answer(text: Any) -> str:
+    """The canonical form answers are compared in (see the module docstring). Non-strings are str()-ed."""
     text = unicodedata.normalize("NFKC", str(text)).lower()
     text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
     text = _WORDPIECE_CONTINUATION.sub("", text)
@@ -43,15 +42,9 @@ def _fold(text: Any) -> str:
     return _SPACE_NEXT_TO_CJK.sub("", text)
 
 
-def normalize_answer(text: Any) -> str:
-    """The canonical form answers are compared in (see the module docstring). Non-strings are str()-ed."""
-    return _fold(text)
-
-
-def normalize_question(text: str) -> str:
-    """The form questions are matched in: case, accents, punctuation and spacing folded as for answers, so that
-    the same question typed differently ("Is there a mass?" / "is there a mass") is one question."""
-    return _fold(text)
+# Questions are matched in the same folded form, so that the same question typed differently
+# ("Is there a mass?" / "is there a mass") is one question.
+normalize_question = normalize_answer
 
 
 def answer_tokens(text: Any) -> list[str]:

@@ -33,8 +33,6 @@ from mile.data.records import (
     get_question,
     get_str,
     normalise_answer_type,
-    read_json_list,
-    read_jsonl,
 )
 from mile.data.sample import Sample
 
@@ -64,10 +62,7 @@ def find_generic_file(root: str | os.PathLike[str], split: str = "train") -> Pat
 
 
 def default_answer_type(answer: str) -> str:
-    """CLOSED for a yes/no answer (case and punctuation ignored, as the metrics' `yesno` rule does), else OPEN.
-
-    Used when a record gives no `answer_type`.
-    """
+    """The answer type of a record without one: CLOSED for yes/no (the metrics' `yesno` rule), else OPEN."""
     return "CLOSED" if _NON_WORD.sub(" ", answer).strip().lower() in ("yes", "no") else "OPEN"
 
 
@@ -99,13 +94,6 @@ def load_generic(
             extra={key: value for key, value in record.items() if key not in _KNOWN_KEYS},
         )
 
-    records = read_jsonl(file) if file.suffix == ".jsonl" else read_json_list(file)
     return collect_samples(
-        file,
-        records,
-        parse,
-        id_key="id",
-        expected=_EXPECTED,
-        verify_images=verify_images,
-        max_pixels=max_pixels,
+        file, parse, id_key="id", expected=_EXPECTED, verify_images=verify_images, max_pixels=max_pixels
     )

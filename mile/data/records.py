@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from mile.data.errors import DataError, ImageError, PathEscapeError
 from mile.data.images import DEFAULT_MAX_PIXELS, check_image
-from mile.data.paths import resolve_image_path
+from mile.data.paths import existing_dir, resolve_image_path, split_file
 from mile.data.sample import Sample
 
 DEFAULT_MAX_BAD_FRACTION = 0.05
@@ -149,17 +150,23 @@ def check_bad_fraction(bad: BadRecords, max_bad_fraction: float | None = DEFAULT
 # ---- reading files -------------------------------------------------------------------------------------------
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+
+
 def read_json_list(path: Path) -> list[Any]:
     """Read a JSON file whose top level must be a list; any other shape is a `DataError` naming the file."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
     if not isinstance(data, list):
         raise DataError(
             f"{path}: expected a JSON list of records at the top level, got {type(data).__name__}"
@@ -170,22 +177,19 @@ def read_json_list(path: Path) -> list[Any]:
 def read_jsonl(path: Path) -> list[Any]:
     """Read a JSON-lines file (one JSON value per line, blank lines ignored); bad lines name file and line."""
     records = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}, line {line_no}: not valid JSON ({exc})") from exc
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 ({exc})") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+    for line_no, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}, line {line_no}: not valid JSON ({exc})") from exc
     return records
+
+
+def read_records(path: Path) -> list[Any]:
+    """The records of a `.jsonl` file (`read_jsonl`) or of any other JSON file (`read_json_list`)."""
+    return read_jsonl(path) if path.suffix == ".jsonl" else read_json_list(path)
 
 
 # ---- field helpers for record parsers ---------------------------------------------------------------------------
@@ -261,18 +265,12 @@ def normalise_answer_type(value: Any, key: str = "answer_type") -> str:
     return normalised
 
 
-def get_answer_type(record: dict[str, Any], key: str = "answer_type") -> str:
-    """The record's answer type, required and normalised by `normalise_answer_type`."""
-    return normalise_answer_type(get_field(record, key), key)
-
-
-def display_id(record: Any, key: str, index: int) -> str:
+def display_id(record: dict[str, Any], key: str, index: int) -> str:
     """A record's id for reports, falling back to `#<index>` when the id itself is missing or malformed."""
-    if isinstance(record, dict):
-        value = record.get(key)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-            return str(value).strip()
-    return f"#{index}"
+    try:
+        return get_id(record, key)
+    except BadRecordError:
+        return f"#{index}"
 
 
 # ---- the common loop ----------------------------------------------------------------------------------------------
@@ -280,58 +278,19 @@ def display_id(record: Any, key: str, index: int) -> str:
 Parser = Callable[[int, dict[str, Any]], "Sample | None"]
 
 
-@dataclass
-class _ImageChecker:
-    """Checks image files once per path (many questions share one image)."""
-
-    verify: bool
-    max_pixels: int
-    seen: dict[Path, BadRecordError | None] = field(default_factory=dict)
-
-    def __call__(self, path: Path) -> None:
-        if path not in self.seen:
-            self.seen[path] = self._check(path)
-        if self.seen[path] is not None:
-            raise self.seen[path]
-
-    def _check(self, path: Path) -> BadRecordError | None:
-        if not path.is_file():
-            return BadRecordError(Reason.MISSING_IMAGE, f"image file {path} does not exist")
-        if self.verify:
-            try:
-                check_image(path, max_pixels=self.max_pixels)
-            except ImageError as exc:
-                return BadRecordError(Reason.CORRUPT_IMAGE, str(exc))
-        return None
-
-
-def dataset_sample(
-    record: dict[str, Any],
-    *,
-    where: str,
-    images: Path,
-    image_key: str,
-    question_type_key: str,
-    source: str,
-    extra_keys: Sequence[str],
-) -> Sample:
-    """The Sample of one record in a SLAKE / VQA-RAD style file: `qid`, an image name under `images`, `question`,
-    `answer`, `answer_type`, an optional question type and the listed extra fields kept as they are."""
-    return Sample(
-        id=get_id(record, "qid"),
-        image=resolve_image_path(images, get_str(record, image_key), where=where),
-        question=get_question(record),
-        answer=get_answer(record),
-        answer_type=get_answer_type(record),
-        question_type=get_str(record, question_type_key, required=False),
-        source=source,
-        extra={key: record[key] for key in extra_keys if key in record},
-    )
+def _image_problem(path: Path, verify: bool, max_pixels: int) -> BadRecordError | None:
+    if not path.is_file():
+        return BadRecordError(Reason.MISSING_IMAGE, f"image file {path} does not exist")
+    if verify:
+        try:
+            check_image(path, max_pixels=max_pixels)
+        except ImageError as exc:
+            return BadRecordError(Reason.CORRUPT_IMAGE, str(exc))
+    return None
 
 
 def collect_samples(
     file: Path,
-    records: Sequence[Any],
     parse: Parser,
     *,
     id_key: str,
@@ -339,7 +298,7 @@ def collect_samples(
     verify_images: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadResult:
-    """Run `parse` over `records`, keeping valid samples and counting bad ones.
+    """Run `parse` over the records of `file` (`read_records`), keeping valid samples and counting bad ones.
 
     `parse(index, record)` returns a Sample, None for a record filtered out on purpose (e.g. another language),
     or raises `BadRecordError` / `PathEscapeError`. Here we add the checks every format shares: each record is a
@@ -350,8 +309,8 @@ def collect_samples(
     bad = BadRecords(file=file)
     samples: list[Sample] = []
     ids: set[str] = set()
-    check = _ImageChecker(verify=verify_images, max_pixels=max_pixels)
-    for index, record in enumerate(records):
+    image_problems: dict[Path, BadRecordError | None] = {}  # many questions share one image: check it once
+    for index, record in enumerate(read_records(file)):
         if not isinstance(record, dict):
             raise DataError(
                 f"{file}: record {index} is a JSON {type(record).__name__}, expected an object with {expected}"
@@ -362,7 +321,10 @@ def collect_samples(
                 continue
             if sample.id in ids:
                 raise BadRecordError(Reason.DUPLICATE_ID, f"id {sample.id!r} occurs earlier in the file")
-            check(sample.image)
+            if sample.image not in image_problems:
+                image_problems[sample.image] = _image_problem(sample.image, verify_images, max_pixels)
+            if image_problems[sample.image] is not None:
+                raise image_problems[sample.image]
         except BadRecordError as exc:
             bad.items.append(BadRecord(index, display_id(record, id_key, index), exc.reason, exc.detail))
         except PathEscapeError as exc:
@@ -374,3 +336,58 @@ def collect_samples(
             samples.append(sample)
         bad.n_records += 1
     return LoadResult(samples=samples, bad=bad)
+
+
+@dataclass(frozen=True)
+class QidFormat:
+    """A SLAKE / VQA-RAD style dataset: JSON-list split `files` under the root, records with `qid`, an
+    image name (`image_key`) under `image_folder`, `question`, `answer`, `answer_type`, an optional question
+    type and the `extra_keys` kept as they are. `name` names the dataset in errors."""
+
+    name: str
+    files: dict[str, str]
+    image_folder: str
+    image_key: str
+    question_type_key: str
+    source: str
+    extra_keys: tuple[str, ...]
+    expected: str
+
+    def load(
+        self,
+        root: str | os.PathLike[str],
+        split: str,
+        *,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
+        verify_images: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> LoadResult:
+        """Load one split; `keep(record)` false skips a record on purpose (it may raise `BadRecordError`)."""
+        base = existing_dir(root, self.name)
+        file = split_file(base, split, self.files, self.name)
+        images = base / self.image_folder
+
+        def parse(index: int, record: dict[str, Any]) -> Sample | None:
+            if keep is not None and not keep(record):
+                return None
+            qid = get_id(record, "qid")
+            where = f"{file}, record {index} (qid {qid})"
+            return Sample(
+                id=qid,
+                image=resolve_image_path(images, get_str(record, self.image_key), where=where),
+                question=get_question(record),
+                answer=get_answer(record),
+                answer_type=normalise_answer_type(get_field(record, "answer_type")),
+                question_type=get_str(record, self.question_type_key, required=False),
+                source=self.source,
+                extra={key: record[key] for key in self.extra_keys if key in record},
+            )
+
+        return collect_samples(
+            file,
+            parse,
+            id_key="qid",
+            expected=self.expected,
+            verify_images=verify_images,
+            max_pixels=max_pixels,
+        )

@@ -10,6 +10,7 @@ reads, which adds instruction records, is `mile.instruct.registry` (`load_from` 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,23 +48,6 @@ def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
-def load_dataset(
-    name: str,
-    root: str | os.PathLike[str],
-    split: str | None = None,
-    *,
-    max_bad_fraction: float | None = DEFAULT_MAX_BAD_FRACTION,
-    **options: object,
-) -> LoadResult:
-    """Load split `split` (default: the dataset's usual one) of base dataset `name` from `root`.
-
-    `options` go to the loader (e.g. `language="all"` for SLAKE, `image_root=` for generic files,
-    `verify_images=True` for all). Raises `DataError` for unknown names, splits or options, and when more than
-    `max_bad_fraction` of the records are bad.
-    """
-    return load_from(DATASETS, name, root, split, max_bad_fraction=max_bad_fraction, **options)
-
-
 def load_from(
     datasets: Mapping[str, DatasetSpec],
     name: str,
@@ -73,7 +57,12 @@ def load_from(
     max_bad_fraction: float | None = DEFAULT_MAX_BAD_FRACTION,
     **options: object,
 ) -> LoadResult:
-    """`load_dataset` over the table `datasets`."""
+    """Load split `split` (default: the dataset's usual one) of dataset `name` of `datasets` from `root`.
+
+    `options` go to the loader (e.g. `language="all"` for SLAKE, `image_root=` for generic files,
+    `verify_images=True` for all). Raises `DataError` for unknown names, splits or options, and when more than
+    `max_bad_fraction` of the records are bad.
+    """
     spec = datasets.get(name)
     if spec is None:
         raise DataError(f"unknown dataset {name!r}; valid names: {sorted(datasets)}")
@@ -85,5 +74,8 @@ def load_from(
         raise DataError(
             f"dataset {name!r} does not take option(s) {unknown}; valid options: {sorted(spec.options)}"
         )
-    result = spec.loader(root, split, **options)
-    return result.check(max_bad_fraction)
+    return spec.loader(root, split, **options).check(max_bad_fraction)
+
+
+# `load_from` over the base datasets
+load_dataset = functools.partial(load_from, DATASETS)

@@ -13,24 +13,20 @@ from typing import Any
 
 from mile.data.errors import DataError
 from mile.data.images import DEFAULT_MAX_PIXELS
-from mile.data.paths import existing_dir, split_file
-from mile.data.records import (
-    BadRecordError,
-    LoadResult,
-    Reason,
-    collect_samples,
-    dataset_sample,
-    get_id,
-    get_str,
-    read_json_list,
-)
-from mile.data.sample import Sample
+from mile.data.records import BadRecordError, LoadResult, QidFormat, Reason, get_str
 
-SLAKE_FILES = {"train": "train.json", "validate": "validate.json", "test": "test.json"}
 LANGUAGES = ("en", "zh", "all")
 _RECORD_LANGUAGES = ("en", "zh")
-_EXTRA_KEYS = ("q_lang", "location", "modality", "base_type", "img_id")
-_EXPECTED = "fields qid, img_name, question, answer, answer_type, q_lang (SLAKE format)"
+SLAKE = QidFormat(
+    name="SLAKE",
+    files={"train": "train.json", "validate": "validate.json", "test": "test.json"},
+    image_folder="imgs",
+    image_key="img_name",
+    question_type_key="content_type",
+    source="slake",
+    extra_keys=("q_lang", "location", "modality", "base_type", "img_id"),
+    expected="fields qid, img_name, question, answer, answer_type, q_lang (SLAKE format)",
+)
 
 
 def load_slake(
@@ -48,35 +44,13 @@ def load_slake(
     """
     if language not in LANGUAGES:
         raise DataError(f"unknown SLAKE language filter language={language!r}; valid: {list(LANGUAGES)}")
-    base = existing_dir(root, "SLAKE")
-    file = split_file(base, split, SLAKE_FILES, "SLAKE")
-    images = base / "imgs"
 
-    def parse(index: int, record: dict[str, Any]) -> Sample | None:
+    def keep(record: dict[str, Any]) -> bool:
         q_lang = get_str(record, "q_lang")
         if q_lang not in _RECORD_LANGUAGES:
             raise BadRecordError(
                 Reason.BAD_VALUE, f"q_lang is {q_lang!r}, expected one of {_RECORD_LANGUAGES}"
             )
-        if language != "all" and q_lang != language:
-            return None
-        return dataset_sample(
-            record,
-            where=f"{file}, record {index} (qid {get_id(record, 'qid')})",
-            images=images,
-            image_key="img_name",
-            question_type_key="content_type",
-            source="slake",
-            extra_keys=_EXTRA_KEYS,
-        )
+        return language in ("all", q_lang)
 
-    records = read_json_list(file)
-    return collect_samples(
-        file,
-        records,
-        parse,
-        id_key="qid",
-        expected=_EXPECTED,
-        verify_images=verify_images,
-        max_pixels=max_pixels,
-    )
+    return SLAKE.load(root, split, keep=keep, verify_images=verify_images, max_pixels=max_pixels)

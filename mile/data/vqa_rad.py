@@ -12,16 +12,20 @@ anything but OPEN/CLOSED is a bad record; a few answers are JSON numbers (e.g. 4
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from mile.data.images import DEFAULT_MAX_PIXELS
-from mile.data.paths import existing_dir, split_file
-from mile.data.records import LoadResult, collect_samples, dataset_sample, get_id, read_json_list
-from mile.data.sample import Sample
+from mile.data.records import LoadResult, QidFormat
 
-VQA_RAD_FILES = {"train": "trainset.json", "test": "testset.json", "public": "VQA_RAD_Dataset_Public.json"}
-_EXTRA_KEYS = ("image_organ", "phrase_type")
-_EXPECTED = "fields qid, image_name, question, answer, answer_type (VQA-RAD format)"
+VQA_RAD = QidFormat(
+    name="VQA-RAD",
+    files={"train": "trainset.json", "test": "testset.json", "public": "VQA_RAD_Dataset_Public.json"},
+    image_folder="images",
+    image_key="image_name",
+    question_type_key="question_type",
+    source="vqa_rad",
+    extra_keys=("image_organ", "phrase_type"),
+    expected="fields qid, image_name, question, answer, answer_type (VQA-RAD format)",
+)
 
 
 def load_vqa_rad(
@@ -35,28 +39,4 @@ def load_vqa_rad(
 
     `question_type` is VQA-RAD's own label (e.g. `PRES`, `POS`, or combined ones such as `PRES, POS`), kept as is.
     """
-    base = existing_dir(root, "VQA-RAD")
-    file = split_file(base, split, VQA_RAD_FILES, "VQA-RAD")
-    images = base / "images"
-
-    def parse(index: int, record: dict[str, Any]) -> Sample:
-        return dataset_sample(
-            record,
-            where=f"{file}, record {index} (qid {get_id(record, 'qid')})",
-            images=images,
-            image_key="image_name",
-            question_type_key="question_type",
-            source="vqa_rad",
-            extra_keys=_EXTRA_KEYS,
-        )
-
-    records = read_json_list(file)
-    return collect_samples(
-        file,
-        records,
-        parse,
-        id_key="qid",
-        expected=_EXPECTED,
-        verify_images=verify_images,
-        max_pixels=max_pixels,
-    )
+    return VQA_RAD.load(root, split, verify_images=verify_images, max_pixels=max_pixels)

@@ -40,16 +40,11 @@ class Session:
 
 def build_model(m: ModelSection) -> Pretrained:
     """Model and tokenizer as the config's `model` section describes them (before any tuning plan)."""
+    init = m.init
     built = build(
-        m.init.kind,
-        size=m.size,
-        image_size=m.image_size,
-        path=m.init.path,
-        vision=m.init.vision,
-        text=m.init.text,
-        vocab=m.init.vocab,
-        max_question_len=m.max_question_len,
-    )
+        init.kind, size=m.size, image_size=m.image_size, path=init.path, vision=init.vision, text=init.text,
+        vocab=init.vocab, max_question_len=m.max_question_len,
+    )  # fmt: skip
     built.model.config.label_smoothing = m.label_smoothing
     built.tokenizer.max_answer_len = m.max_answer_len
     return built

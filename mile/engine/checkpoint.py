@@ -52,7 +52,6 @@ class NonFiniteWeights(MileError, RuntimeError):
 
 
 def check_finite(handle: TuningHandle, what: str) -> None:
-    """Raise NonFiniteWeights when any trainable tensor holds NaN or inf."""
     trainable = [(n, p) for n, p in handle.model.named_parameters() if p.requires_grad]
     bad = [n for n, p in trainable if not torch.isfinite(p.detach()).all()]
     if bad:
@@ -187,18 +186,12 @@ def _write_folder(target: Path, fill: Callable[[Path], None]) -> Path:
 
 def _rng_state() -> dict:
     # numpy's key array is stored as a tensor: weights_only unpickling admits tensors, not numpy arrays
-    np_state = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "python": random.getstate(),
-        "numpy": [
-            np_state[0],
-            torch.from_numpy(np_state[1].astype(np.int64)),
-            np_state[2],
-            np_state[3],
-            np_state[4],
-        ],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
     }
 
 

@@ -106,13 +106,6 @@ def guard_leaks(cfg: Config, train: LoadResult, evals: dict[str, LoadResult]) ->
     return report
 
 
-def prompt_lengths(train: LoadResult, tokenizer: MileTokenizer) -> dict[str, Any] | None:
-    """How many instruction prompts exceed the question length limit, and by how much (None: plain data)."""
-    if not has_prompts(train):
-        return None
-    return truncation_report(train.samples, tokenizer, tokenizer.max_question_len)
-
-
 def load_run_data(cfg: Config, tokenizer: MileTokenizer, run: RunDir, main_process: bool = True) -> dict:
     """Training and evaluation data of a run, refused when a split is empty, with their reports (bad records,
     leaks, prompt truncation) written into the run by the main process."""
@@ -132,12 +125,14 @@ def load_run_data(cfg: Config, tokenizer: MileTokenizer, run: RunDir, main_proce
             raise DataError(
                 f"no training records left (data.leaks=drop removed {dropped} that repeat evaluation questions)"
             )
-        reports["prompt_lengths.json"] = prompt_lengths(splits["train"], tokenizer)
+        if has_prompts(splits["train"]):  # how many instruction prompts exceed the question length limit
+            reports["prompt_lengths.json"] = truncation_report(
+                splits["train"].samples, tokenizer, tokenizer.max_question_len
+            )
     splits.update(evals)
     reports["data_report.json"] = {name: result.bad.to_dict() for name, result in splits.items()}
     if main_process:
         for name, report in reports.items():
-            if report is not None:
-                run.write_json(name, report)
+            run.write_json(name, report)
         run.log("data: " + ", ".join(f"{k} {len(v)} samples" for k, v in splits.items()))
     return splits

@@ -8,11 +8,10 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mile.atomic import atomic_write, atomic_write_json
+from mile.atomic import atomic_write_json, atomic_write_text
 from mile.config import Config
 from mile.data.sample import Sample
 from mile.engine.batches import Collate, VQADataset
@@ -21,42 +20,38 @@ from mile.engine.datasets import prompt_chooser
 from mile.engine.metrics import is_correct, score
 from mile.engine.precision import USED_NAMES
 from mile.engine.rundir import RunDir
-from mile.model.generation import GenerationConfig, generate
-from mile.tokenizer import MileTokenizer
+from mile.model.generation import generate
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module,
-    tokenizer: MileTokenizer,
-    loader: DataLoader,
-    generation: GenerationConfig,
-    accelerator: Accelerator,
-    desc: str = "eval",
-    features=None,
+    cfg: Config, session: Session, samples: list[Sample], accelerator: Accelerator, desc: str, features=None
 ) -> dict[int, str]:
     """index -> generated answer for every sample, gathered from all processes without duplicates."""
-    core = accelerator.unwrap_model(model)
+    loader = DataLoader(
+        eval_dataset(cfg, session, samples, decode=features is None),
+        batch_size=cfg.eval.batch_size,
+        collate_fn=Collate(session.tokenizer),
+        num_workers=cfg.data.num_workers,
+    )
+    loader = accelerator.prepare_data_loader(loader)
+    generation, core = cfg.eval.generation(), accelerator.unwrap_model(session.model)
     was_training = core.training
     core.eval()
     local: list[tuple[int, str]] = []
     bar = tqdm(loader, desc=desc, unit="batch", disable=not accelerator.is_local_main_process, leave=False)
     for batch in bar:
-        vision = (
-            {"image_states": features.states(batch["images"], accelerator.device)}
-            if features
-            else {"pixels": batch["pixels"]}
-        )
+        if features:
+            vision = {"image_states": features.states(batch["images"], accelerator.device)}
+        else:
+            vision = {"pixels": batch["pixels"]}
         with accelerator.autocast():
             ids = generate(core, batch["question_ids"], batch["question_mask"], config=generation, **vision)
-        local += zip(batch["index"].tolist(), tokenizer.decode(ids), strict=True)
+        local += zip(batch["index"].tolist(), session.tokenizer.decode(ids), strict=True)
     core.train(was_training)
-    gathered = (
-        accelerator.gather_for_metrics(local, use_gather_object=True)
-        if accelerator.num_processes > 1
-        else local
-    )
-    return dict(gathered)  # padding duplicates from uneven shards collapse onto their index
+    if accelerator.num_processes > 1:
+        local = accelerator.gather_for_metrics(local, use_gather_object=True)
+    return dict(local)  # padding duplicates from uneven shards collapse onto their index
 
 
 def score_split(
@@ -67,19 +62,18 @@ def score_split(
         raise RuntimeError(
             f"evaluation of {split} lost {len(missing)} predictions, e.g. sample indices {missing[:5]}"
         )
-    rows = []
-    for i, sample in enumerate(samples):
-        rows.append(
-            {
-                "id": sample.id,
-                "question": sample.question,
-                "answer": sample.answer,
-                "prediction": answers[i],
-                "answer_type": sample.answer_type,
-                "question_type": sample.question_type,
-                "correct": is_correct(answers[i], sample.answer),
-            }
-        )
+    rows = [
+        {
+            "id": sample.id,
+            "question": sample.question,
+            "answer": sample.answer,
+            "prediction": answers[i],
+            "answer_type": sample.answer_type,
+            "question_type": sample.question_type,
+            "correct": is_correct(answers[i], sample.answer),
+        }
+        for i, sample in enumerate(samples)
+    ]
     metrics = score([(r["prediction"], r["answer"], r["answer_type"]) for r in rows])
     return {"split": split, **metrics}, rows
 
@@ -87,7 +81,7 @@ def score_split(
 def write_eval(directory: Path, metrics: dict[str, Any], rows: list[dict]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    atomic_write(directory / "predictions.jsonl", lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    atomic_write_text(directory / "predictions.jsonl", lines)
     atomic_write_json(directory / "metrics.json", metrics)
 
 
@@ -154,16 +148,7 @@ def eval_dataset(cfg: Config, session: Session, samples: list[Sample], decode: b
 
 
 def _evaluate_split(cfg: Config, session: Session, split: str, data, run: RunDir, accelerator, tag, cache):
-    loader = DataLoader(
-        eval_dataset(cfg, session, data.samples, decode=cache is None),
-        batch_size=cfg.eval.batch_size,
-        collate_fn=Collate(session.tokenizer),
-        num_workers=cfg.data.num_workers,
-    )
-    loader = accelerator.prepare_data_loader(loader)
-    answers = predict(
-        session.model, session.tokenizer, loader, cfg.eval.generation(), accelerator, f"eval {split}", cache
-    )
+    answers = predict(cfg, session, data.samples, accelerator, f"eval {split}", cache)
     if not accelerator.is_main_process:
         return None
     metrics, rows = score_split(data.samples, answers, split)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -57,13 +56,12 @@ class FeatureCache:
         self,
         model: MileModel,
         transform: ImageTransform,
-        max_items: int = 4096,
-        directory: str | Path | None = None,
-        precision: Precision | None = None,
+        max_items: int,
+        directory: str | Path | None,
+        precision: Precision,
     ):
         self.model, self.transform, self.max_items = model, transform, max_items
-        self.autocast = precision.autocast if precision else nullcontext
-        self.dtype = precision.dtype if precision else torch.float32  # what the states are stored in
+        self.autocast, self.dtype = precision.autocast, precision.dtype  # states are stored in dtype
         self.memory: OrderedDict[str, Tensor] = OrderedDict()
         self._content_keys: dict[str, str] = {}
         self.directory = (

@@ -10,27 +10,11 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 PROC_STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
-
-
-@dataclass
-class Usage:
-    device: str
-    wall_s: float
-    samples: int
-    samples_per_s: float
-    peak_rss_mb: float | None = None
-    peak_allocated_mb: float | None = None
-    peak_reserved_mb: float | None = None
-    rss_scope: str = "training"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Meter:
@@ -58,19 +42,22 @@ class Meter:
             torch.cuda.synchronize(self.device)
         self.wall = time.perf_counter() - self.start
 
-    def usage(self) -> Usage:
+    def usage(self) -> dict:
+        """What train_stats.json reports: wall time, throughput, peak memory (MB) and the RSS peak's scope."""
         mb = 1024**2
-        usage = Usage(
-            device=str(self.device),
-            wall_s=round(self.wall, 3),
-            samples=self.samples,
-            samples_per_s=round(self.samples / self.wall, 3) if self.wall > 0 else 0.0,
-            peak_rss_mb=round(peak_rss_bytes() / mb, 1),
-            rss_scope=self.rss_scope,
-        )
+        usage = {
+            "device": str(self.device),
+            "wall_s": round(self.wall, 3),
+            "samples": self.samples,
+            "samples_per_s": round(self.samples / self.wall, 3) if self.wall > 0 else 0.0,
+            "peak_rss_mb": round(peak_rss_bytes() / mb, 1),
+            "peak_allocated_mb": None,
+            "peak_reserved_mb": None,
+            "rss_scope": self.rss_scope,
+        }
         if self.device.type == "cuda":
-            usage.peak_allocated_mb = round(torch.cuda.max_memory_allocated(self.device) / mb, 1)
-            usage.peak_reserved_mb = round(torch.cuda.max_memory_reserved(self.device) / mb, 1)
+            usage["peak_allocated_mb"] = round(torch.cuda.max_memory_allocated(self.device) / mb, 1)
+            usage["peak_reserved_mb"] = round(torch.cuda.max_memory_reserved(self.device) / mb, 1)
         return usage
 
 

@@ -19,7 +19,6 @@ from mile.data.answers import YES_NO, answer_tokens, normalize_answer
 
 
 def is_correct(prediction: Any, truth: Any) -> bool:
-    """Exact match after `normalize_answer`."""
     return normalize_answer(prediction) == normalize_answer(truth)
 
 
@@ -29,8 +28,7 @@ def token_scores(prediction: Any, truth: Any) -> tuple[float, float]:
     Tokens are the space-separated words, and each CJK character on its own (Chinese has no spaces).
     Two empty answers score (1, 1); an empty side against a non-empty one scores (0, 0).
     """
-    pred_tokens = answer_tokens(prediction)
-    truth_tokens = answer_tokens(truth)
+    pred_tokens, truth_tokens = answer_tokens(prediction), answer_tokens(truth)
     if not pred_tokens or not truth_tokens:
         same = pred_tokens == truth_tokens
         return float(same), float(same)
@@ -67,8 +65,7 @@ def score(items: Iterable[Sequence[Any]]) -> dict[str, Any]:
     groups: dict[str, list[bool]] = {
         key: [] for key in ("all", "type_open", "type_closed", "yesno_open", "yesno_closed")
     }
-    recalls: list[float] = []
-    f1s: list[float] = []
+    soft: list[tuple[float, float]] = []  # (token recall, token F1) of each open question
     for index, item in enumerate(items):
         if len(item) != 3:
             raise ValueError(f"item {index}: expected (prediction, ground_truth, answer_type), got {item!r}")
@@ -80,9 +77,7 @@ def score(items: Iterable[Sequence[Any]]) -> dict[str, Any]:
         groups["type_closed" if closed_by_type else "type_open"].append(correct)
         groups["yesno_closed" if closed_by_yesno else "yesno_open"].append(correct)
         if not closed_by_type:
-            recall, f1 = token_scores(prediction, truth)
-            recalls.append(recall)
-            f1s.append(f1)
+            soft.append(token_scores(prediction, truth))
     return {
         "n": len(groups["all"]),
         "global": _group(groups["all"]),
@@ -90,5 +85,5 @@ def score(items: Iterable[Sequence[Any]]) -> dict[str, Any]:
             "answer_type": {"open": _group(groups["type_open"]), "closed": _group(groups["type_closed"])},
             "yesno": {"open": _group(groups["yesno_open"]), "closed": _group(groups["yesno_closed"])},
         },
-        "open_soft": {"recall": _mean(recalls), "f1": _mean(f1s)},
+        "open_soft": {"recall": _mean([r for r, _ in soft]), "f1": _mean([f1 for _, f1 in soft])},
     }

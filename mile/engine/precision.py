@@ -10,7 +10,7 @@ the fp32 rate. Elsewhere bf16 is emulated and slower than fp32, so `auto` picks 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,9 +41,6 @@ class Precision:
         if self.used == "fp32":
             return nullcontext()
         return torch.autocast(self.device, dtype=self.dtype)
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
 
     def describe(self) -> str:
         return (
@@ -78,34 +75,25 @@ def resolve_precision(requested: str, device: torch.device | str) -> Precision:
         return _cuda(requested, torch.device(device))
     if kind != "cpu":
         return Precision(requested, "fp32", kind, f"no mixed precision on {kind} devices: fp32")
-    feature = cpu_bf16_feature()
-    native = f"the CPU has {feature.upper()}: oneDNN multiplies bf16 natively" if feature else None
     if requested == "fp16":
         raise ConfigError(
             "train.mixed_precision=fp16 needs a CUDA GPU (fp16 autocast with a loss scaler); on a CPU use "
             "bf16 or auto"
         )
+    if requested not in ("auto", "bf16"):
+        return Precision(requested, "fp32", "cpu", "as requested")
+    feature = cpu_bf16_feature()
+    if feature:
+        native = f"the CPU has {feature.upper()}: oneDNN multiplies bf16 natively"
+        return Precision(
+            requested, "bf16", "cpu", native if requested == "auto" else f"as requested; {native}"
+        )
+    lacking = "the CPU has neither AVX512_BF16 nor AMX"
     if requested == "auto":
-        if feature:
-            return Precision(requested, "bf16", "cpu", native)
-        return Precision(
-            requested,
-            "fp32",
-            "cpu",
-            "the CPU has neither AVX512_BF16 nor AMX (bf16 would be emulated, slower than fp32)",
-        )
-    if requested == "bf16":
-        return Precision(
-            requested,
-            "bf16",
-            "cpu",
-            f"as requested; {native}"
-            if feature
-            else (
-                "as requested, but the CPU has neither AVX512_BF16 nor AMX: bf16 is emulated, slower than fp32"
-            ),
-        )
-    return Precision(requested, "fp32", "cpu", "as requested")
+        return Precision(requested, "fp32", "cpu", f"{lacking} (bf16 would be emulated, slower than fp32)")
+    return Precision(
+        requested, "bf16", "cpu", f"as requested, but {lacking}: bf16 is emulated, slower than fp32"
+    )
 
 
 def inference_precision(requested: str, device: torch.device | str) -> Precision:

@@ -25,7 +25,9 @@ from mile.model.mile import MileModel
 
 # Gaps below this (nats per answer token) read as "the model does not use this input".
 UNUSED_BELOW = 0.01
-VARIANTS = ("true", "other_image", "other_question", "both_other")
+# variant -> (question, image state): 0 the answer's own, 1 its partner's
+VARIANTS = {"true": (0, 0), "other_image": (0, 1), "other_question": (1, 0), "both_other": (1, 1)}
+GAPS = {"image": "other_image", "question": "other_question", "both": "both_other"}  # gap -> variant
 
 
 @dataclass
@@ -84,14 +86,9 @@ def probe_inputs(session: Session, samples: list, batch_size: int = 64, seed: in
             batch["answer_mask"][:k],
             model.encode_image(batch["pixels"]),
         )
-        own, theirs = torch.arange(k), torch.arange(k, 2 * k)
-        for name, (q, img) in {
-            "true": (own, own),
-            "other_image": (own, theirs),
-            "other_question": (theirs, own),
-            "both_other": (theirs, theirs),
-        }.items():
-            total, count = answer_nll(model, t, q, img)
+        sides = torch.arange(k), torch.arange(k, 2 * k)
+        for name, (q, img) in VARIANTS.items():
+            total, count = answer_nll(model, t, sides[q], sides[img])
             sums[name][start : start + k] = total.double()
         tokens[start : start + k] = count
     overall = _summary(sums, tokens, torch.ones(n, dtype=torch.bool))
@@ -116,11 +113,7 @@ def _summary(sums: dict[str, Tensor], tokens: Tensor, chosen: Tensor) -> dict[st
     return {
         "answer_tokens": count,
         "loss": loss,
-        "gap": {
-            "image": loss["other_image"] - loss["true"],
-            "question": loss["other_question"] - loss["true"],
-            "both": loss["both_other"] - loss["true"],
-        },
+        "gap": {gap: loss[variant] - loss["true"] for gap, variant in GAPS.items()},
     }
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -65,20 +67,13 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise write_failure(self.path, exc) from exc
-        self.remove_partial_files()
+        # the temp files and folders an interrupted atomic write left (`.<name>.*.tmp`)
+        for stale in sorted(self.path.rglob(".*.tmp")):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
         self._reserve()
         atomic_write_text(self / "config.yaml", config.to_yaml())
         atomic_write_json(self / "env.json", {**environment(), **facts})
         return self
-
-    def remove_partial_files(self) -> list[Path]:
-        """Delete the temp files and folders an interrupted atomic write left (`.<name>.*.tmp`)."""
-        import shutil
-
-        stale = sorted(self.path.rglob(".*.tmp"))
-        for path in stale:
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        return stale
 
     def config(self) -> Config:
         file = self / "config.yaml"
@@ -118,8 +113,10 @@ class RunDir:
         try:
             atomic_write_json(self / "status.json", status)
         except WriteError:
-            if state == "running" or not self._release_reserve():
+            reserve = self / RESERVE
+            if state == "running" or not reserve.is_file():
                 raise
+            reserve.unlink()
             atomic_write_json(self / "status.json", status)
 
     def record_failure(self, exc: BaseException) -> None:
@@ -138,13 +135,6 @@ class RunDir:
                 reserve.write_bytes(b"\0" * RESERVE_BYTES)
             except OSError:
                 reserve.unlink(missing_ok=True)  # already full: the run will fail at its first write
-
-    def _release_reserve(self) -> bool:
-        reserve = self / RESERVE
-        if not reserve.is_file():
-            return False
-        reserve.unlink()
-        return True
 
     def is_done(self) -> bool:
         return self.status().get("state") == "done"
@@ -203,22 +193,16 @@ def environment() -> dict[str, Any]:
 
 def _git_commit() -> str | None:
     """The commit of the mile checkout that ran (with `+dirty` when it had local changes), if it is one."""
-    import subprocess
-
     root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5)
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        )
+        commit = git("rev-parse", "HEAD")
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -53,7 +54,7 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
     session = build_session(cfg)
     try:
         if accelerator.is_main_process:
-            run.create(cfg, precision=precision.to_dict(), memory=memory)
+            run.create(cfg, precision=asdict(precision), memory=memory)
             run.set_status("running")
             run.write_json("params.json", session.tuning.trainable_report())
             run.log(session.load_report.summary())
@@ -93,9 +94,8 @@ class Trainer:
         cache: FeatureCache | None,
         samples: list,
     ):
-        self.cfg, self.t, self.session, self.run = cfg, cfg.train, session, run
-        self.accelerator, self.cache = accelerator, cache
-        t = self.t
+        self.cfg, self.session, self.run, self.accelerator, self.cache = cfg, session, run, accelerator, cache
+        t = self.t = cfg.train
         optimizer = make_optimizer(session.model, t, session.adapter_names(), session.fresh_names())
         transform = None if cache else session.transform(train=True)
         loader = DataLoader(
@@ -134,7 +134,9 @@ class Trainer:
             dropped = self.run.trim_jsonl("train_log.jsonl", self.progress.step)
             if dropped:
                 self.run.log(f"{dropped} log records after step {self.progress.step} dropped")
-            self.writer = _tensorboard(self.run, self.progress.step + 1)
+            from torch.utils.tensorboard import SummaryWriter  # slow to import: only where it writes
+
+            self.writer = SummaryWriter(log_dir=str(self.run / "tb"), purge_step=self.progress.step + 1)
         self._before = (self.progress.wall_s, self.progress.samples)
         with self.meter:
             if self.progress.batches_done == 0:  # an epoch's evaluation the last process did not finish
@@ -156,8 +158,7 @@ class Trainer:
         last = latest_checkpoint(self.run.checkpoints)
         if last is None:
             return
-        self.progress = load_checkpoint(last, self.session.tuning, self.optimizer, self.scheduler)
-        p = self.progress
+        p = self.progress = load_checkpoint(last, self.session.tuning, self.optimizer, self.scheduler)
         self.run.log(f"resumed from {last} at epoch {p.epoch + 1}, batch {p.batches_done}, step {p.step}")
 
     def _epoch_evaluation(self, evals: dict, epochs_done: int) -> None:
@@ -272,7 +273,7 @@ class Trainer:
                 self.writer.add_scalar(f"train/{key}", record[key], p.step)
 
     def _usage(self) -> dict[str, Any]:
-        usage = self.meter.usage().to_dict()
+        usage = self.meter.usage()
         p = self.progress
         usage.update(steps=p.step, epochs=self.t.epochs, skipped_nonfinite=p.skipped_nonfinite)
         if self._before[0]:  # a resumed run: time and samples of all its processes; peak memory is this one's
@@ -282,9 +283,3 @@ class Trainer:
             usage["resumed"] = True
         usage["feature_cache"] = self.cache.stats() if self.cache else None
         return usage
-
-
-def _tensorboard(run: RunDir, first_step: int):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(run / "tb"), purge_step=first_step)

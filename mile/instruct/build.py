@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,11 +88,6 @@ def image_name(sample: Sample, dataset: str, root: str | os.PathLike[str]) -> st
     return f"{prefix}/{relative}" if prefix else relative
 
 
-def _qid(sample_id: str) -> int | str:
-    """Integer ids stay integers in the output, as in the source files and the authors' release."""
-    return int(sample_id) if sample_id.isdigit() else sample_id
-
-
 def instruction_record(
     sample: Sample, templates: TemplateSet, options: list[str], *, split: str, img_name: str
 ) -> dict[str, Any]:
@@ -101,7 +96,7 @@ def instruction_record(
     options_text = templates.options.render(options)
     return {
         "img_name": img_name,
-        "qid": _qid(sample.id),
+        "qid": int(sample.id) if sample.id.isdigit() else sample.id,  # int ids stay ints, as in the sources
         "answer": sample.answer,
         "question_pool": [t.render(sample.question, options_text) for t in chosen],
         "template_ids": [t.id for t in chosen],
@@ -114,29 +109,9 @@ def instruction_record(
     }
 
 
-def build_records(
-    samples: Sequence[Sample],
-    templates: TemplateSet,
-    *,
-    seed: int,
-    split: str,
-    img_name: Callable[[Sample], str],
-) -> list[dict[str, Any]]:
-    """Instruction records for the samples of one split; distractors come from the answers of these samples."""
-    pool = DistractorPool(samples)
-    records = []
-    for sample in samples:
-        rng = seeded_rng("options", seed, sample.source, split, sample.id)
-        options = make_options(sample, pool, rng, templates.options.max_distractors)
-        check_options(options, sample.answer)
-        records.append(instruction_record(sample, templates, options, split=split, img_name=img_name(sample)))
-    return records
-
-
 def _part_summary(source: InstructionSource, split: str, result: LoadResult, records: list[dict]) -> dict:
     """Counts for one (dataset, split): what was converted, what was dropped and what the options look like."""
     per_template = Counter(t for r in records for t in r["template_ids"])
-    yes_no = sum(is_yes_no(r["answer"]) for r in records)
     return {
         "dataset": source.dataset,
         "root": str(Path(source.root).expanduser().resolve()),
@@ -147,7 +122,7 @@ def _part_summary(source: InstructionSource, split: str, result: LoadResult, rec
         "n_prompts": sum(len(r["question_pool"]) for r in records),
         "prompts_per_template": {str(k): per_template[k] for k in sorted(per_template)},
         "options": {
-            "yes_no": yes_no,
+            "yes_no": sum(is_yes_no(r["answer"]) for r in records),
             "by_count": {str(k): v for k, v in sorted(Counter(len(r["options"]) for r in records).items())},
         },
         "bad": {"n_bad": result.bad.n_bad, "counts": result.bad.counts, "summary": result.bad.summary()},
@@ -178,13 +153,14 @@ def build_part(
         source.dataset, source.root, split, max_bad_fraction=max_bad_fraction, **dict(source.options)
     )
     usable = [s for s in result.samples if s.answer.strip()]
-    records = build_records(
-        usable,
-        templates,
-        seed=seed,
-        split=split,
-        img_name=lambda s: image_name(s, source.dataset, source.root),
-    )
+    pool = DistractorPool(usable)  # distractors come from the answers of this split
+    records = []
+    for sample in usable:
+        rng = seeded_rng("options", seed, sample.source, split, sample.id)
+        options = make_options(sample, pool, rng, templates.options.max_distractors)
+        check_options(options, sample.answer)
+        img_name = image_name(sample, source.dataset, source.root)
+        records.append(instruction_record(sample, templates, options, split=split, img_name=img_name))
     summary = _part_summary(source, split, result, records)
     summary["skipped_empty_answer"] = [s.id for s in result.samples if not s.answer.strip()]
     return records, summary

@@ -43,8 +43,6 @@ from mile.data.records import (
     get_id,
     get_str,
     normalise_answer_type,
-    read_json_list,
-    read_jsonl,
 )
 from mile.data.sample import Sample
 from mile.instruct.options import seeded_rng
@@ -139,7 +137,7 @@ def _plain_question(record: dict[str, Any], pool: list[str], templates: Template
 def _answer_type(record: dict[str, Any], ids: list[int | None], templates: TemplateSet, answer: str) -> str:
     if record.get("answer_type") is not None:
         return normalise_answer_type(record["answer_type"])
-    known = [templates.by_id(i) for i in ids if i is not None and i in templates.ids]
+    known = [t for t in templates.templates if t.id in ids]
     if known:
         return "CLOSED" if any(t.closed_only for t in known) else "OPEN"
     return default_answer_type(answer)
@@ -189,15 +187,8 @@ def load_instruction(
             extra=extra,
         )
 
-    records = read_jsonl(file) if file.suffix == ".jsonl" else read_json_list(file)
     return collect_samples(
-        file,
-        records,
-        parse,
-        id_key="qid",
-        expected=_EXPECTED,
-        verify_images=verify_images,
-        max_pixels=max_pixels,
+        file, parse, id_key="qid", expected=_EXPECTED, verify_images=verify_images, max_pixels=max_pixels
     )
 
 

@@ -121,8 +121,7 @@ def find_leaks(instruction: Sequence[Sample], evaluation: Sequence[Sample]) -> L
     shared: set[tuple[str, str]] = set()
     for sample in instruction:
         key = image_key(sample)
-        candidates = by_image.get(key, [])
-        if candidates:
+        if candidates := by_image.get(key):
             shared.add(key)
             occurs = _matcher(sample)
             report.pairs.extend((sample.id, eval_id) for question, eval_id in candidates if occurs(question))

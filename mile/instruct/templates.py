@@ -170,17 +170,10 @@ class TemplateSet:
 # ---- loading and validation -----------------------------------------------------------------------------------
 
 
-def builtin_templates_file(name: str = "mile") -> Path:
-    """The bundled template file of set `name`."""
-    if name not in BUILTIN_SETS:
-        raise TemplateError(f"unknown built-in template set {name!r}; valid: {list(BUILTIN_SETS)}")
-    return Path(str(resources.files("mile") / "resources" / "templates" / f"{name}.yaml"))
-
-
 def load_templates(source: str | os.PathLike[str] | None = None) -> TemplateSet:
     """Load and validate a template set: None or a built-in name (`mile`) or a `.yaml`/`.yml`/`.json` path."""
     if source is None or (isinstance(source, str) and source in BUILTIN_SETS):
-        path = builtin_templates_file(source or "mile")
+        path = Path(str(resources.files("mile") / "resources" / "templates" / f"{source or 'mile'}.yaml"))
     else:
         path = Path(source).expanduser()
     if path.suffix not in (".yaml", ".yml", ".json"):

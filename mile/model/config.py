@@ -31,12 +31,8 @@ class VisionConfig:
     num_channels: int = 3
 
     @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
     def num_tokens(self) -> int:
-        return 1 + self.grid**2
+        return 1 + (self.image_size // self.patch_size) ** 2
 
 
 @dataclass

@@ -12,14 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mile.report.collect import RunRecord, collect, find_run_dirs, load_run
+from mile.report.collect import RunRecord, collect, find_run_dirs, load_run, relative
 from mile.report.table import Row, build_rows, caption, check_choices, markdown_table, write_csv
 
-PLOTS = {
-    "acc_vs_params.png": "params",
-    "acc_vs_memory.png": "memory",
-    "acc_vs_time.png": "time",
-}
+PLOTS = {"acc_vs_params.png": "params", "acc_vs_memory.png": "memory", "acc_vs_time.png": "time"}
 LOSS_PLOT = "loss_curves.png"
 
 
@@ -50,39 +46,25 @@ def write_report(
     done, others = collect(root)
     rows, missing = build_rows(done, split, rule, label)
     left_out = missing + [(r, r.state + (f": {r.error}" if r.error else "")) for r in others]
-    files = [write_csv(rows, rule, out / "report.csv", root)]
-    files += [accuracy_plot(rows, axis, rule, out / name) for name, axis in PLOTS.items()]
-    files.append(loss_plot(done, out / LOSS_PLOT, root))
     text = render(root, rows, left_out, rule)
     (out / "report.md").write_text(text, encoding="utf-8")
-    files.insert(0, out / "report.md")
+    files = [out / "report.md", write_csv(rows, rule, out / "report.csv", root)]
+    files += [accuracy_plot(rows, axis, rule, out / name) for name, axis in PLOTS.items()]
+    files.append(loss_plot(done, out / LOSS_PLOT, root))
     return Report(rows, left_out, text, files)
 
 
 def render(root: Path, rows: list[Row], left_out: list[tuple[RunRecord, str]], rule: str) -> str:
-    lines = [
-        f"# Report: {root}",
-        "",
-        f"{len(rows)} row(s) from {sum(len(r.runs) for r in rows)} finished run(s).",
-        "",
-    ]
+    runs = sum(len(r.runs) for r in rows)
+    lines = [f"# Report: {root}", "", f"{len(rows)} row(s) from {runs} finished run(s).", ""]
     if rows:
         lines += [markdown_table(rows), "", caption(rows, rule), ""]
     if left_out:
         lines += ["## Not in the table", ""]
-        for record, why in left_out:
-            lines.append(f"- `{_rel(record.path, root)}`: {why}")
-        lines.append("")
+        lines += [f"- `{relative(record.path, root)}`: {why}" for record, why in left_out] + [""]
     lines += ["## Plots", ""]
     lines += [f"![{name}]({name})" for name in [*PLOTS, LOSS_PLOT]]
     return "\n".join(lines) + "\n"
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root)) or "."
-    except ValueError:
-        return str(path)
 
 
 __all__ = ["Report", "RunRecord", "collect", "find_run_dirs", "load_run", "write_report"]

@@ -88,11 +88,9 @@ def load_run(path: Path) -> RunRecord:
         stats = read_object(path, "train_stats.json") or {}
     except (CorruptFile, ConfigError) as exc:
         return RunRecord(path, "invalid", str(exc))
-    error = status.get("error")
-    record = RunRecord(path, status.get("state", "new"), None if error is None else str(error), config)
-    record.params, record.stats = params, stats
-    record.log = read_jsonl(path / "train_log.jsonl")
-    return record
+    error = None if status.get("error") is None else str(status["error"])
+    log = read_jsonl(path / "train_log.jsonl")
+    return RunRecord(path, status.get("state", "new"), error, config, params, stats, log)
 
 
 def _read_config(run: RunDir) -> Config:
@@ -151,9 +149,7 @@ def read_object(run_path: Path, name: str) -> dict[str, Any] | None:
 def metrics_problem(metrics: dict[str, Any]) -> str | None:
     """Why a metrics.json cannot be tabulated (a missing group, an accuracy that is not a fraction); None: fine."""
     for path in METRIC_GROUPS:
-        node: Any = metrics
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
+        node = dig(metrics, path)
         where = ".".join(path)
         if not isinstance(node, dict):
             return f"lacks {where}"
@@ -161,11 +157,25 @@ def metrics_problem(metrics: dict[str, Any]) -> str | None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             return f"{where}.n is {n!r}, not a count"
         # None: an empty group; a number outside [0, 1] is not a fraction (a percentage, or garbage)
-        if acc is not None and (
-            isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1
-        ):
+        fraction = isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1
+        if acc is not None and not fraction:
             return f"{where}.acc is {acc!r}, not a fraction in [0, 1]"
     return None
+
+
+def relative(path: Path, root: Path) -> str:
+    """`path` as written under `root` (`.` for root itself), or whole when it is not under it."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def dig(node: Any, path: tuple[str, ...]) -> Any:
+    """node[path[0]][path[1]]...; None where a step is missing or not a mapping."""
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
 
 
 def _short(exc: BaseException) -> str:

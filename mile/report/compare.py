@@ -40,6 +40,14 @@ class CompareError(MileError, ValueError):
     """The two runs cannot be compared (missing predictions, different questions)."""
 
 
+class MissingPredictions(CompareError):
+    """A run holds no predictions on `split`: it is not evaluated on it (the caller may say how to)."""
+
+    def __init__(self, file: Path, run_dir: Path, split: str):
+        super().__init__(f"{file}: not found; evaluate the run on {split!r} first")
+        self.run_dir, self.split = run_dir, split
+
+
 @dataclass(frozen=True)
 class Paired:
     """One group of questions scored by both runs."""
@@ -78,9 +86,7 @@ def read_predictions(run_dir: Path, split: str) -> dict[str, dict[str, Any]]:
     """A run's eval/<split>/predictions.jsonl keyed by question id."""
     file = Path(run_dir) / "eval" / split / "predictions.jsonl"
     if not file.is_file():
-        raise CompareError(
-            f"{file}: not found (evaluate the run on {split!r} first: mile eval {run_dir} --split {split})"
-        )
+        raise MissingPredictions(file, run_dir, split)
     rows: dict[str, dict[str, Any]] = {}
     for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -131,16 +137,7 @@ def check_same_questions(a: dict[str, dict[str, Any]], b: dict[str, dict[str, An
     """Refuse ids that stand for different questions in `a` and `b` (another dataset version, a re-split, ids
     reused): pairing them would test the runs on questions neither answered. Fields only one record holds are
     not compared (records written before a field existed)."""
-    differing = {}
-    for key, row in a.items():
-        other = b[key]
-        fields = [
-            f
-            for f, norm in QUESTION_FIELDS.items()
-            if f in row and f in other and norm(row[f]) != norm(other[f])
-        ]
-        if fields:
-            differing[key] = fields
+    differing = {key: fields for key, row in a.items() if (fields := _differing_fields(row, b[key]))}
     if not differing:
         return
     key, fields = next(iter(differing.items()))
@@ -151,24 +148,21 @@ def check_same_questions(a: dict[str, dict[str, Any]], b: dict[str, dict[str, An
     raise CompareError(f"question id {key!r} is a different question in {where}: {values}{more}")
 
 
+def _differing_fields(x: dict[str, Any], y: dict[str, Any]) -> list[str]:
+    return [f for f, norm in QUESTION_FIELDS.items() if f in x and f in y and norm(x[f]) != norm(y[f])]
+
+
 def _clip(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _paired(group: str, keys: list[str], a: dict, b: dict) -> Paired:
-    right_a = [bool(a[k]["correct"]) for k in keys]
-    right_b = [bool(b[k]["correct"]) for k in keys]
+    right = [(bool(a[k]["correct"]), bool(b[k]["correct"])) for k in keys]
+    only_a, only_b = sum(x and not y for x, y in right), sum(y and not x for x, y in right)
     differ = sum(normalize_answer(a[k]["prediction"]) != normalize_answer(b[k]["prediction"]) for k in keys)
-    return Paired(
-        group=group,
-        n=len(keys),
-        right_a=sum(right_a),
-        right_b=sum(right_b),
-        only_a=sum(x and not y for x, y in zip(right_a, right_b, strict=True)),
-        only_b=sum(y and not x for x, y in zip(right_a, right_b, strict=True)),
-        answers_differ=differ,
-    )
+    right_a, right_b = sum(x for x, _ in right), sum(y for _, y in right)
+    return Paired(group, len(keys), right_a, right_b, only_a, only_b, differ)
 
 
 def format_comparison(rows: list[Paired], name_a: str, name_b: str, rule: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .collect import RunRecord
+from .collect import RunRecord, relative
 from .table import Row
 
 DPI = 120
@@ -56,8 +56,9 @@ def accuracy_plot(rows: list[Row], axis: str, rule: str, file: Path) -> Path:
     ax.set_xlabel(label.format(kinds=kinds))
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"accuracy vs {axis} (split {', '.join(sorted({r.split for r in rows})) or '-'})")
-    _finish(ax, bool(placed))
-    return _save(fig, file)
+    _finish(ax, bool(placed), "no runs with this measurement", fontsize=8, loc="best")
+    fig.savefig(file)
+    return file
 
 
 def loss_plot(records: list[RunRecord], file: Path, root: Path) -> Path:
@@ -69,17 +70,15 @@ def loss_plot(records: list[RunRecord], file: Path, root: Path) -> Path:
         if not points:
             continue
         steps, losses = zip(*points, strict=True)
-        ax.plot(steps, losses, linewidth=1.2, label=_short(record.path, root))
+        ax.plot(steps, losses, linewidth=1.2, label=relative(record.path, root))
         drawn += 1
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_title("training loss per run")
-    if drawn:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0) if drawn > 8 else None)
-    else:
-        ax.text(0.5, 0.5, "no train_log.jsonl entries", ha="center", va="center", transform=ax.transAxes)
-    ax.grid(alpha=0.3)
-    return _save(fig, file)
+    outside = (1.01, 1.0) if drawn > 8 else None
+    _finish(ax, drawn > 0, "no train_log.jsonl entries", fontsize=7, loc="upper left", bbox_to_anchor=outside)
+    fig.savefig(file)
+    return file
 
 
 def _figure(wide: bool = False):
@@ -88,21 +87,10 @@ def _figure(wide: bool = False):
     return fig, fig.add_subplot()
 
 
-def _finish(ax, has_data: bool) -> None:
-    if has_data:
-        ax.legend(fontsize=8, loc="best")
+def _finish(ax, drawn: bool, empty: str, **legend) -> None:
+    """A legend when something was drawn, else `empty` in the middle; a grid either way."""
+    if drawn:
+        ax.legend(**legend)
     else:
-        ax.text(0.5, 0.5, "no runs with this measurement", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
-
-
-def _save(fig: Figure, file: Path) -> Path:
-    fig.savefig(file)
-    return file
-
-
-def _short(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root)) or path.name
-    except ValueError:
-        return path.name

@@ -17,7 +17,7 @@ from mile.sweep.naming import config_leaves, format_value, varying_keys
 from mile.tuning.base import TOWERS
 from mile.tuning.notation import format_token
 
-from .collect import CorruptFile, RunRecord
+from .collect import CorruptFile, RunRecord, dig, relative
 
 RULES = {
     "yesno": "closed = questions whose ground truth is yes/no (rule `yesno`, as the paper's Tables 1-4)",
@@ -143,7 +143,7 @@ def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, va
     soft = [m.get("open_soft") or {} for _, m in members]
     probes = [r.probe(split or r.first_split or "") or {} for r in runs]
     gaps = {
-        k: _mean_std([v for v in (_dig(p, path) for p in probes) if v is not None])
+        k: _mean_std([v for v in (dig(p, path) for p in probes) if isinstance(v, (int, float))])
         for k, path in PROBED.items()
     }
     return Row(
@@ -168,24 +168,13 @@ def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, va
     )
 
 
-def _dig(node: Any, path: tuple[str, ...]) -> float | None:
-    for key in path:
-        node = node.get(key) if isinstance(node, dict) else None
-    return node if isinstance(node, (int, float)) else None
-
-
 def _lora_rank(treatment: Any) -> int | None:
-    if isinstance(treatment, str):
-        return None
-    return treatment.options.get("r") if treatment.method in ("lora", "adalora", "loha", "lokr") else None
+    lora = not isinstance(treatment, str) and treatment.method in ("lora", "adalora", "loha", "lokr")
+    return treatment.options.get("r") if lora else None
 
 
 def _cell(metrics: dict, rule: str, group: str) -> tuple[float | None, int | None]:
-    node = (
-        metrics.get("global", {})
-        if group == "global"
-        else metrics.get("rules", {}).get(rule, {}).get(group, {})
-    )
+    node = dig(metrics, ("global",) if group == "global" else ("rules", rule, group)) or {}
     return node.get("acc"), node.get("n")
 
 
@@ -245,9 +234,10 @@ def markdown_table(rows: list[Row]) -> str:
     header = (["Setting"] if setting else []) + HEADER + (PROBE_HEADER if probed else []) + EXTRA
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [*r.towers, r.rank, _params(r), _memory_text(r)]
-        cells += [_acc(*r.acc[g]) for g in GROUPS]
-        cells += [_gap(*r.gaps[k]) for k in PROBED] if probed else []
+        memory = "n/a" if r.memory_mb is None else f"{r.memory_mb:,.0f} MB ({r.memory_kind})"
+        cells = [*r.towers, r.rank, _params(r), memory]
+        cells += [_mean_std_text(*r.acc[g], ".2f", "n/a") for g in GROUPS]
+        cells += [_mean_std_text(*r.gaps[k], "+.3f", "-") for k in PROBED] if probed else []
         cells += [_num(r.wall_s, 1), _num(r.samples_per_s, 2), str(len(r.runs))]
         cells.append("/".join("-" if r.n[g] is None else str(r.n[g]) for g in GROUPS))
         lines.append("| " + " | ".join(([r.setting or "-"] if setting else []) + cells) + " |")
@@ -262,20 +252,12 @@ def _params(r: Row) -> str:
     return f"{r.params_pct:.3f} ({short})"
 
 
-def _memory_text(r: Row) -> str:
-    return "n/a" if r.memory_mb is None else f"{r.memory_mb:,.0f} MB ({r.memory_kind})"
-
-
-def _acc(mean: float | None, std: float | None) -> str:
+def _mean_std_text(mean: float | None, std: float | None, spec: str, missing: str) -> str:
+    """`mean ± std` in format `spec` (the std unsigned), the mean alone for one seed, `missing` for none."""
     if mean is None:
-        return "n/a"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
-
-
-def _gap(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:+.3f}" if std is None else f"{mean:+.3f} ± {std:.3f}"
+        return missing
+    text = format(mean, spec)
+    return text if std is None else f"{text} ± {format(std, spec.lstrip('+'))}"
 
 
 def _num(value: float | None, digits: int) -> str:
@@ -306,14 +288,7 @@ def write_csv(rows: list[Row], rule: str, file: Path, root: Path) -> Path:
                 total=r.total, memory_mb=r.memory_mb, memory_kind=r.memory_kind, wall_s=r.wall_s,
                 samples_per_s=r.samples_per_s, seeds=" ".join(map(str, r.seeds)), n_seeds=len(r.runs),
                 open_recall=r.open_recall, open_f1=r.open_f1, split=r.split, rule=rule,
-                runs=" ".join(_rel(x.path, root) for x in r.runs),
+                runs=" ".join(relative(x.path, root) for x in r.runs),
             )  # fmt: skip
             writer.writerow(line)
     return file
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)

@@ -58,18 +58,19 @@ def _base_model(m: ModelSection) -> tuple[Any, str | None]:
     from mile.engine.build import build_model
     from mile.pretrained import build
 
-    if m.init.kind == "random":
+    def on_meta() -> Any:
         with torch.device("meta"):
-            return build("random", size=m.size, image_size=m.image_size).model, None
+            return build("random", size=m.size, image_size=m.image_size).model
+
+    if m.init.kind == "random":
+        return on_meta(), None
     try:
         return build_model(m).model, None
     except Exception as exc:  # offline, a placeholder path, ...: fall back to the named architecture
         if m.size is None:
             raise
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        with torch.device("meta"):
-            model = build("random", size=m.size, image_size=m.image_size).model
-        return model, f"counted on model.size={m.size}: init {m.init.kind} not loadable here ({reason})"
+        return on_meta(), f"counted on model.size={m.size}: init {m.init.kind} not loadable here ({reason})"
 
 
 def format_counts(sweep: Sweep, counts: list[PlanCount], shard: tuple[int, int]) -> str:
@@ -80,27 +81,17 @@ def format_counts(sweep: Sweep, counts: list[PlanCount], shard: tuple[int, int])
     rows = [("#", "name", "plan", "varying", "status", "trainable", "total", "%")]
     for c in counts:
         values = " ".join(f"{k}={format_value(v)}" for k, v in c.run.values.items())
-        rows.append(
-            (
-                str(c.run.index),
-                c.run.name,
-                c.run.plan,
-                values or "-",
-                c.state,
-                f"{c.trainable:,}" if c.trainable is not None else "-",
-                f"{c.total:,}" if c.total is not None else "-",
-                f"{c.pct:.3f}" if c.pct is not None else "-",
-            )
-        )
-    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
-    right = {0, 5, 6, 7}
-    lines = [head] + [
-        "  ".join(
-            cell.rjust(w) if j in right else cell.ljust(w)
-            for j, (cell, w) in enumerate(zip(r, widths, strict=True))
-        ).rstrip()
-        for r in rows
-    ]
-    notes = sorted({c.note for c in counts if c.note})
-    lines += [f"note: {note}" for note in notes]
+        numbers = [_text(c.trainable, ","), _text(c.total, ","), _text(c.pct, ".3f")]
+        rows.append((str(c.run.index), c.run.name, c.run.plan, values or "-", c.state, *numbers))
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    right = {0, 5, 6, 7}  # the position and the numbers
+    lines = [head]
+    for r in rows:
+        pairs = enumerate(zip(r, widths, strict=True))
+        lines.append("  ".join(c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in pairs).rstrip())
+    lines += [f"note: {note}" for note in sorted({c.note for c in counts if c.note})]
     return "\n".join(lines)
+
+
+def _text(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

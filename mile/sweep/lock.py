@@ -42,11 +42,10 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 info = read_lock(self.path)
-                if info is None:  # vanished meanwhile: try again
-                    continue
-                if not is_stale(info, self.stale_after):
-                    return False
-                self._take_over(info)
+                if info is not None:  # None: it vanished meanwhile, so try again
+                    if not is_stale(info, self.stale_after):
+                        return False
+                    self._take_over(info)
                 continue
             with os.fdopen(fd, "w") as handle:
                 json.dump(self._info(), handle)
@@ -62,9 +61,6 @@ class RunLock:
         if self.held and (read_lock(self.path) or {}).get("token") == self.token:
             self.path.unlink(missing_ok=True)
         self.held = False
-
-    def holder(self) -> dict[str, Any] | None:
-        return read_lock(self.path)
 
     def _info(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token, "time": time.time()}
@@ -105,8 +101,7 @@ def read_lock(path: Path) -> dict[str, Any] | None:
         info = json.loads(text)
     except json.JSONDecodeError:  # being written right now, or garbage
         info = {}
-    if not isinstance(info, dict):
-        info = {}
+    info = info if isinstance(info, dict) else {}
     info["age_s"] = max(0.0, time.time() - mtime)
     return info
 

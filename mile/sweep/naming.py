@@ -8,6 +8,7 @@ value does. Only keys that vary across the sweep's runs appear as readable token
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -35,14 +36,9 @@ ABBREV = {
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
-_DEFAULTS: dict[str, Any] | None = None
-
-
+@functools.cache
 def _default_leaves() -> dict[str, Any]:
-    global _DEFAULTS
-    if _DEFAULTS is None:
-        _DEFAULTS = config_leaves(Config())
-    return _DEFAULTS
+    return config_leaves(Config())
 
 
 def config_hash(cfg: Config) -> str:
@@ -92,9 +88,7 @@ def safe(text: str) -> str:
 
 def run_name(cfg: Config, varying: list[str]) -> str:
     """`<plan notation>[-<token per varying non-plan key>]-<hash>`."""
-    leaves = config_leaves(cfg)
-    parts = [safe(cfg.plan.notation())]
-    parts += [token(k, leaves.get(k)) for k in varying if not k.startswith("plan.")]
+    parts = [safe(cfg.plan.notation())] + [token(k, v) for k, v in describe(cfg, varying).items()]
     readable = "-".join(parts)[:MAX_READABLE].rstrip("-")
     return f"{readable}-{config_hash(cfg)}"
 

@@ -1,16 +1,15 @@
 """Running a sweep: the runs of one shard in order; done runs skipped, failures recorded, one lock per run.
 
-- Each run directory is handled by mile.engine.lifecycle.prepare_run, as in `mile train` (`force` is its
-  restart). A run whose status is `done` is skipped (`force` deletes its directory and trains it again).
-- Any other run trains with `resume=True`: an interrupted or failed run continues from its last checkpoint.
+- Each run directory goes through mile.engine.lifecycle.prepare_run, as in `mile train`: a `done` run is
+  skipped, any other trains with `resume=True` (from its last checkpoint); `force` trains it from scratch.
 - A run directory whose config.yaml differs from the sweep's resolved config is an error naming the run and the
-  keys, raised before anything trains (never silently mix configs); `force` retrains such a run from scratch.
+  keys, raised before anything trains (never silently mix configs).
 - A failing run is marked failed (status.json with the error, the traceback in its log.txt) and the sweep goes
   on; every outcome is a line in `<output>/sweep.jsonl`.
-- `shard=(i, n)`: the runs at positions i, i+n, i+2n, ... (1-based) of the expanded sweep, so n machines
-  sharing the output folder split it; the per-run lock (see mile.sweep.lock) keeps overlapping sweeps apart.
-- `only`: shell patterns over the plan notation or the run name (`F-*`, `T-T-T`); the shard's runs matching any
-  of them, in sweep order. A pattern that matches no run of the sweep is an error listing the plans.
+- `shard=(i, n)`: the runs at positions i, i+n, i+2n, ... (1-based), so n machines sharing the output folder
+  split the sweep; the per-run lock (mile.sweep.lock) keeps overlapping sweeps apart.
+- `only`: shell patterns over the plan notation or the run name (`F-*`, `T-T-T`), in sweep order; one that
+  matches no run of the sweep is an error listing the plans.
 """
 
 from __future__ import annotations
@@ -31,13 +30,14 @@ from typing import Any
 from mile.engine.lifecycle import RunConflict, prepare_run
 from mile.engine.rundir import RunDir
 
-from .lock import STALE_AFTER_S, RunLock, describe_holder
+from .lock import STALE_AFTER_S, RunLock, describe_holder, read_lock
 from .spec import Sweep, SweepError, SweepRun
 
 LOCKS = ".locks"
 RECORD = "sweep.jsonl"
 TrainFn = Callable[..., Any]  # train_run(cfg, run, resume=True)
-FORCE_HINT = "Use another output_dir, or --force to retrain it from scratch."
+# What to do about a run directory of another config; a front end passes its own words (the CLI names --force).
+WAY_OUT = "Use another output_dir, or force a retrain from scratch."
 
 
 @dataclass
@@ -73,13 +73,13 @@ class SweepSummary:
         return "\n".join(lines)
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """`i/n` with 1 <= i <= n (i counts from 1); None or empty: the whole sweep."""
+def parse_shard(text: str | None, what: str = "shard") -> tuple[int, int]:
+    """`i/n` with 1 <= i <= n (i counts from 1); None or empty: the whole sweep. Errors name it `what`."""
     if not text:
         return (1, 1)
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise SweepError(f"--shard {text!r}: expected i/n with 1 <= i <= n, e.g. 1/4 (i counts from 1)")
+        raise SweepError(f"{what} {text!r}: expected i/n with 1 <= i <= n, e.g. 1/4 (i counts from 1)")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -88,41 +88,36 @@ def select_shard(runs: list[SweepRun], shard: tuple[int, int]) -> list[SweepRun]
     return runs[i - 1 :: n]
 
 
-def select_only(runs: list[SweepRun], patterns: list[str] | None, all_runs: list[SweepRun]) -> list[SweepRun]:
-    """The runs whose plan notation or name matches any pattern (None or empty: all of them)."""
-    if not patterns:
+def select_runs(
+    sweep: Sweep, shard: tuple[int, int], only: list[str] | None, what: str = "only"
+) -> list[SweepRun]:
+    """The runs a sweep invocation trains (or lists): the shard's whose plan notation or name matches any
+    pattern of `only` (None or empty: all of them); `what` names `only` in the error."""
+    runs = select_shard(sweep.runs, shard)
+    if not only:
         return runs
 
     def hits(run: SweepRun, pattern: str) -> bool:
         return fnmatch.fnmatchcase(run.plan, pattern) or fnmatch.fnmatchcase(run.name, pattern)
 
-    unmatched = [p for p in patterns if not any(hits(r, p) for r in all_runs)]
+    unmatched = [p for p in only if not any(hits(r, p) for r in sweep.runs)]
     if unmatched:
-        plans = ", ".join(dict.fromkeys(r.plan for r in all_runs))
+        plans = ", ".join(dict.fromkeys(r.plan for r in sweep.runs))
         raise SweepError(
-            f"--only {', '.join(unmatched)}: matches no run of the sweep; its plans are: {plans}"
+            f"{what} {', '.join(unmatched)}: matches no run of the sweep; its plans are: {plans}"
         )
-    return [r for r in runs if any(hits(r, p) for p in patterns)]
+    return [r for r in runs if any(hits(r, p) for p in only)]
 
 
-def select_runs(sweep: Sweep, shard: tuple[int, int], only: list[str] | None) -> list[SweepRun]:
-    """The runs a sweep invocation trains (or lists): the shard's, then those matching `only`."""
-    return select_only(select_shard(sweep.runs, shard), only, sweep.runs)
-
-
-def check_existing(sweep: Sweep, runs: list[SweepRun]) -> None:
+def check_existing(sweep: Sweep, runs: list[SweepRun], way_out: str = WAY_OUT) -> None:
     """Refuse to start when any run directory holds another config than the sweep's."""
-    problems = []
-    for run in runs:
-        why = RunDir(sweep.run_dir(run)).config_mismatch(run.config)
-        if why:
-            problems.append(f"  {run.name}: {why}")
+    whys = {run.name: RunDir(sweep.run_dir(run)).config_mismatch(run.config) for run in runs}
+    problems = [f"  {name}: {why}" for name, why in whys.items() if why]
     if problems:
         raise SweepError(
             f"sweep {sweep.path}: {len(problems)} run directory(ies) under {sweep.output_dir} hold a different "
             "config than the sweep resolves to (an edited config.yaml, or a changed default?):\n"
-            + "\n".join(problems)
-            + "\nUse another output_dir, or --force to retrain these runs from scratch."
+            + "\n".join([*problems, way_out])
         )
 
 
@@ -154,21 +149,24 @@ def run_sweep(
     train: TrainFn | None = None,
     stale_after: float = STALE_AFTER_S,
     only: list[str] | None = None,
+    way_out: str = WAY_OUT,
 ) -> SweepSummary:
-    """Train every run of the shard (matching `only`) that is not done yet; returns what happened to each."""
+    """Train every run of the shard (matching `only`) that is not done yet; returns what happened to each.
+    `way_out` ends the message about run directories of another config."""
     if train is None:
         from mile.engine.train import train_run as train
     runs = select_runs(sweep, shard, only)
     check_init_paths(sweep, runs)
     if not force:
-        check_existing(sweep, runs)
+        check_existing(sweep, runs, way_out)
     summary = SweepSummary(sweep, shard)
     of = f" (shard {shard[0]}/{shard[1]} of {len(sweep.runs)})" if shard[1] > 1 else ""
     of += f" matching {' or '.join(only)}" if only else ""
     echo(f"sweep {sweep.path}: {len(runs)} run(s){of} -> {sweep.output_dir}")
     for k, run in enumerate(runs, 1):
         tag = f"[{k}/{len(runs)}] {run.name}"
-        outcome = run_one(sweep, run, force, train, stale_after, lambda tag=tag: echo(f"{tag}: training"))
+        starting = lambda tag=tag: echo(f"{tag}: training")  # noqa: E731
+        outcome = run_one(sweep, run, force, train, stale_after, starting, way_out)
         echo(f"{tag}: {_outcome_text(outcome)}")
         record(sweep, outcome, shard)
         summary.outcomes.append(outcome)
@@ -185,16 +183,17 @@ def run_one(
     train: TrainFn,
     stale_after: float = STALE_AFTER_S,
     starting: Callable[[], Any] = lambda: None,
+    way_out: str = WAY_OUT,
 ) -> Outcome:
     rundir = RunDir(sweep.run_dir(run))
     if rundir.is_done() and not force:  # no lock needed to skip; check_existing refused other configs
         return Outcome(run, "skipped")
     lock = RunLock(sweep.output_dir / LOCKS / f"{run.hash}.lock", stale_after)
     if not lock.acquire():
-        return Outcome(run, "locked", f"locked by {describe_holder(lock.holder())}")
+        return Outcome(run, "locked", f"locked by {describe_holder(read_lock(lock.path))}")
     try:
         try:  # decided again under the lock: another sweep may have finished it (or written it) meanwhile
-            prepared = prepare_run(rundir, run.config, restart=force, way_out=FORCE_HINT)
+            prepared = prepare_run(rundir, run.config, restart=force, way_out=way_out)
         except RunConflict as exc:
             return Outcome(run, "failed", str(exc))
         if prepared.action == "done":
@@ -248,22 +247,18 @@ def record(sweep: Sweep, outcome: Outcome, shard: tuple[int, int]) -> None:
         os.close(fd)
 
 
-def _outcome_text(outcome: Outcome) -> str:
-    if outcome.state == "trained":
-        return f"done in {outcome.wall_s:.1f} s"
-    if outcome.state == "skipped":
-        return "skipped (already done)"
-    if outcome.state == "locked":
-        return f"skipped ({outcome.error})"
-    return f"FAILED: {outcome.error}"
+def _outcome_text(o: Outcome) -> str:
+    texts = {
+        "trained": f"done in {o.wall_s:.1f} s",
+        "skipped": "skipped (already done)",
+        "locked": f"skipped ({o.error})",
+    }
+    return texts.get(o.state, f"FAILED: {o.error}")
 
 
 def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

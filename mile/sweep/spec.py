@@ -74,19 +74,16 @@ def load_sweep(path: str | Path, output_dir: str | Path | None = None) -> Sweep:
     """Read, expand and validate a sweep file; every run's config is checked before anything trains."""
     path = Path(path)
     spec = read_sweep_file(path)
-    base = base_data(spec["base"], path)
-    common = nest(spec.get("overrides") or {}, path, "overrides")
+    base = merge_config(base_data(spec["base"], path), nest(spec.get("overrides") or {}, path, "overrides"))
     points = expand(spec, path)
     configs = []
     for i, (origin, raw, point) in enumerate(points, 1):
         where = ", ".join(f"{k}={v}" for k, v in raw.items()) or "base"
         configs.append(
-            validate_config(
-                merge_config(merge_config(base, common), point), f"sweep {path}, run {i} ({origin}: {where})"
-            )
+            validate_config(merge_config(base, point), f"sweep {path}, run {i} ({origin}: {where})")
         )
-    base_out = Config.model_validate(base).run.output_dir
-    out = Path(output_dir or spec.get("output_dir") or Path(base_out) / path.stem)
+    # no sweep key sets `run.*` (see nest), so every run still has the base's output_dir here
+    out = Path(output_dir or spec.get("output_dir") or Path(configs[0].run.output_dir) / path.stem)
     varying = varying_keys([config_leaves(c) for c in configs])
     runs = []
     for i, ((origin, _, _), cfg) in enumerate(zip(points, configs, strict=True), 1):
@@ -149,19 +146,19 @@ def _check_types(spec: dict[str, Any], path: Path) -> None:
 def base_data(base: str | dict[str, Any], path: Path) -> dict[str, Any]:
     """The base config, resolved (defaults written out), as a plain mapping."""
     if isinstance(base, str):
-        file = path.parent / base
-        if not file.is_file():
-            raise SweepError(f"sweep {path}: base config {base!r} not found (looked for {file})")
-        return _dump(load_config(file))
+        return _load(path, "base config", base)
     inline = dict(base)
     extends = inline.pop("extends", None)
-    if extends is None:
-        return _dump(validate_config(inline, f"sweep {path}: base"))
-    file = path.parent / str(extends)
+    if extends is not None:
+        inline = merge_config(_load(path, "base.extends", extends), nest(inline, path, "base"))
+    return _dump(validate_config(inline, f"sweep {path}: base"))
+
+
+def _load(path: Path, key: str, name: Any) -> dict[str, Any]:
+    file = path.parent / str(name)
     if not file.is_file():
-        raise SweepError(f"sweep {path}: base.extends {extends!r} not found (looked for {file})")
-    data = merge_config(_dump(load_config(file)), nest(inline, path, "base"))
-    return _dump(validate_config(data, f"sweep {path}: base"))
+        raise SweepError(f"sweep {path}: {key} {name!r} not found (looked for {file})")
+    return _dump(load_config(file))
 
 
 def _dump(cfg: Config) -> dict[str, Any]:
@@ -193,17 +190,12 @@ def nest(mapping: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
                 "(use the sweep's output_dir; run names are derived from the config)"
             )
         if parts == ["plan"] and isinstance(value, str):
-            _check_notation(value, path, f"{where}.plan")
+            try:  # here, not at validation, so that the error names the grid / runs entry
+                parse_plan_notation(value)
+            except PlanError as exc:
+                raise SweepError(f"sweep {path}: {where}.plan: {exc}") from None
         out = merge_config(out, dotted_layer(str(key), value))
     return out
-
-
-def _check_notation(text: str, path: Path, where: str) -> None:
-    # here, not at validation, so that the error names the grid / runs entry
-    try:
-        parse_plan_notation(text)
-    except PlanError as exc:
-        raise SweepError(f"sweep {path}: {where}: {exc}") from None
 
 
 def _check_unique(runs: list[SweepRun], path: Path) -> None:

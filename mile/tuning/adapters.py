@@ -93,7 +93,7 @@ def apply_adapters(model: nn.Module, call: MethodCall) -> AdapterApplied:
     for full, module in call.modules.items():  # every target checked first, so that a failure adds nothing
         if _output_width(module) is None or hasattr(module, ATTR):
             raise PlanError(
-                f"{call.key}.targets: {call.method} adapters go after attention, Mlp or Linear "
+                f"{call.tower}.targets: {call.method} adapters go after attention, Mlp or Linear "
                 f"modules without an adapter; {full} is a {type(module).__name__}"
             )
     ref = next(model.get_submodule(call.tower).parameters())

@@ -31,11 +31,6 @@ class MethodCall:
     feedforward: tuple[str, ...] = ()  # those of `modules` the `feedforward` option names (IA3)
     parameters: tuple[str, ...] = ()  # full names of the base parameters a partial method trains
 
-    @property
-    def key(self) -> str:
-        """The plan key errors name, e.g. `text_decoder`."""
-        return self.tower
-
 
 class Applied:
     """What a method left in one tower; the handle drives it. Subclasses override what they support."""

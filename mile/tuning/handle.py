@@ -129,7 +129,7 @@ def apply_plan(model: nn.Module, plan: PlanConfig | dict | str) -> TuningHandle:
     busy = already_tuned(model)
     if busy:
         raise PlanError(f"the model already carries tuning methods ({busy[:3]}); unload them first")
-    extra = select_parameters(model, plan.extra_trainable, "extra_trainable") if plan.extra_trainable else []
+    extra = select_parameters(model, plan.extra_trainable, "extra_trainable")
     params = dict(model.named_parameters())
     # held by identity, since injection renames parameters (q.weight becomes q.base_layer.weight)
     extra_params = [params[n] for n in extra]
@@ -184,6 +184,5 @@ def plan_targets(model: nn.Module, plan: PlanConfig | dict | str) -> dict[str, A
         out[tower] = {"treatment": treatment.method, "modules": list(call.modules)}
         if call.options.get("feedforward"):
             out[tower]["feedforward"] = list(call.feedforward)
-    extra = plan.extra_trainable
-    out["extra_trainable"] = select_parameters(model, extra, "extra_trainable") if extra else []
+    out["extra_trainable"] = select_parameters(model, plan.extra_trainable, "extra_trainable")
     return out

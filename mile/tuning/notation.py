@@ -10,17 +10,16 @@ Formatting writes the tokens that parse back to the same plan; a tower whose set
 gets a `+` (`LoRA+`), and a plan with extra trainable parameters ends in `+extra`. Those are labels only: parsing
 refuses them, since the settings they stand for are not in the string.
 
-This module maps tokens to treatments (mile.tuning.treatment); whole plans go through `parse_plan_notation` /
-`format_plan_notation` in mile.tuning.plan, which builds on it.
+This module maps single tokens to treatments (mile.tuning.treatment) and back; whole plan strings (towers, the
+rank after a space, `+extra`) go through `parse_plan_notation` / `format_plan_notation` in mile.tuning.plan.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
 from typing import Any
 
-from mile.tuning.base import TOWERS
 from mile.tuning.errors import PlanError
 from mile.tuning.registry import methods
 from mile.tuning.treatment import MethodSpec, resolve_treatment
@@ -32,12 +31,9 @@ _SUFFIX = re.compile(r"_(rf|r|p)(\d+)$", re.IGNORECASE)
 
 
 def _token_table() -> dict[str, tuple[str, dict[str, Any]]]:
-    table: dict[str, tuple[str, dict[str, Any]]] = {}
-    for name, info in methods().items():
-        table[name.lower()] = (name, {})
-        table[info.abbrev.lower()] = (name, {})
-    table.update(VARIANTS)
-    return table
+    """Lower-case token -> (method, the options the token implies): plan names, abbreviations, variants."""
+    table = {key.lower(): (name, {}) for name, info in methods().items() for key in (name, info.abbrev)}
+    return {**table, **VARIANTS}
 
 
 def parse_token(token: str, tower: str, rank: int | None = None) -> str | MethodSpec:
@@ -66,48 +62,18 @@ def parse_token(token: str, tower: str, rank: int | None = None) -> str | Method
         raise PlanError(f"notation token {token!r}: {exc}") from None
 
 
-def parse_notation(text: str) -> dict[str, str | MethodSpec]:
-    """`T-T-LoRA`, `F-LoRA_r4-LoRA_r4`, `F-LoRA-LoRA r4` -> each tower's treatment, with the paper defaults."""
-    body, _, rest = text.strip().partition(" ")
-    rank = None
-    if rest:
-        m = re.fullmatch(r"\s*r(\d+)\s*", rest, re.IGNORECASE)
-        if not m:
-            raise PlanError(f"plan notation {text!r}: after the tokens only a rank like ' r4' may follow")
-        rank = int(m.group(1))
-    if body.endswith("+extra"):
-        raise PlanError(
-            f"plan notation {text!r}: '+extra' marks extra trainable parameters the string does not "
-            f"list; write the plan as a config instead"
-        )
-    tokens = body.split("-")
-    if len(tokens) != len(TOWERS) or not all(tokens):
-        raise PlanError(
-            f"plan notation {text!r}: expected {len(TOWERS)} tokens {'-'.join(TOWERS)}, e.g. T-T-LoRA"
-        )
-    return {tower: parse_token(tok, tower, rank) for tower, tok in zip(TOWERS, tokens, strict=True)}
-
-
 def format_token(treatment: str | MethodSpec, tower: str) -> str:
+    """The token that parses back to `treatment`, or a label ending in `+` when none does."""
     if isinstance(treatment, str):
-        return {"frozen": "F", "full": "T"}[treatment]
-    info = methods()[treatment.method]
-    opts = treatment.options
-    abbrev = info.abbrev
+        return {v: k for k, v in FIXED.items()}[treatment]
+    info, opts = methods()[treatment.method], treatment.options
+    token = info.abbrev
     if treatment.method == "lora" and (opts.get("use_dora") or opts.get("use_rslora")):
-        abbrev = "DoRA" if opts.get("use_dora") else "rsLoRA"
-    token = abbrev
+        token = "DoRA" if opts.get("use_dora") else "rsLoRA"
     for short, key in SUFFIX_KEYS.items():
         if key in opts and opts[key] != info.defaults.get(key):
             token += f"_{short}{opts[key]}"
-    try:
-        same = parse_token(token, tower) == treatment
-    except PlanError:
-        same = False
-    return token if same else token + "+"
-
-
-def format_notation(treatments: Mapping[str, str | MethodSpec], *, extra: bool = False) -> str:
-    """The tokens of each tower's treatment, `+extra` when the plan also trains extra parameters."""
-    text = "-".join(format_token(treatments[t], t) for t in TOWERS)
-    return text + ("+extra" if extra else "")
+    with contextlib.suppress(PlanError):
+        if parse_token(token, tower) == treatment:
+            return token
+    return token + "+"

@@ -36,9 +36,6 @@ class PartialApplied(Applied):
         super().__init__(call)
         self.params = list(call.parameters)  # full names of the base parameters it made trainable
 
-    def set_enabled(self, enabled: bool) -> None:
-        self.enabled = enabled  # nothing was added, so there is nothing to switch
-
 
 def apply_partial(model: nn.Module, call: MethodCall) -> PartialApplied:
     for name in call.parameters:

@@ -33,13 +33,11 @@ ADAPTER = "default"  # peft's default adapter name, so a saved tower loads with 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 # Config fields the plan sets in its own way: targets/exclude/layers are our full-name patterns; modules_to_save
 # would rename modules (use the plan's extra_trainable); the rest is bookkeeping peft fills itself.
-RESERVED = frozenset(
-    {
-        "peft_type", "task_type", "auto_mapping", "base_model_name_or_path", "revision", "peft_version",
-        "inference_mode", "target_modules", "exclude_modules", "layers_to_transform", "layers_pattern",
-        "feedforward_modules", "modules_to_save", "target_parameters",
-    }
-)  # fmt: skip
+RESERVED = frozenset({
+    "peft_type", "task_type", "auto_mapping", "base_model_name_or_path", "revision", "peft_version",
+    "inference_mode", "target_modules", "exclude_modules", "layers_to_transform", "layers_pattern",
+    "feedforward_modules", "modules_to_save", "target_parameters",
+})  # fmt: skip
 NOT_INJECTABLE = frozenset({"XLORA", "SHADOW"})  # need peft's own model wrapper
 
 
@@ -139,12 +137,9 @@ class PeftApplied(Applied):
 
     def unload(self, merge: bool = False) -> None:
         """Take the adapter out; with `merge` its effect is folded into the base weights for good."""
-        if merge:
-            self.tuner.merge_and_unload()
-        else:
-            if self.merged:
-                self.unmerge()
-            self.tuner.unload()
+        if self.merged and not merge:
+            self.unmerge()
+        self.tuner.merge_and_unload() if merge else self.tuner.unload()
 
 
 class AdaLoraApplied(PeftApplied):
@@ -229,7 +224,7 @@ def apply_peft(model: nn.Module, call: MethodCall) -> PeftApplied:
             tuner = tuner_cls(tower, config, ADAPTER)
     except (TypeError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise PlanError(
-            f"{call.key}: peft {call.method} cannot be applied to {list(call.modules)[:4]}...: {exc}"
+            f"{call.tower}: peft {call.method} cannot be applied to {list(call.modules)[:4]}...: {exc}"
         ) from exc
     budgeted = hasattr(tuner, "update_and_allocate")
     return (AdaLoraApplied if budgeted else PeftApplied)(call, tower, tuner)

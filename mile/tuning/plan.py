@@ -13,21 +13,14 @@ A plan also reads and writes the compact notation (`T-T-LoRA`, mile.tuning.notat
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from mile.tuning.base import TOWERS
 from mile.tuning.errors import PlanError
-from mile.tuning.notation import format_notation, parse_notation
+from mile.tuning.notation import format_token, parse_token
 from mile.tuning.treatment import MethodSpec, Treatment, as_patterns, resolve_treatment
 
 
@@ -77,15 +70,30 @@ class PlanConfig(BaseModel):
 
 def parse_plan_notation(text: str) -> PlanConfig:
     """`T-T-LoRA`, `F-IA3-IA3`, `F-LoRA_r4-LoRA_r4`, `F-LoRA-LoRA r4` -> a PlanConfig with the paper defaults."""
-    try:
-        return PlanConfig(**parse_notation(text))
-    except ValidationError as exc:  # pragma: no cover - treatments are validated by parse_notation
-        raise PlanError(str(exc)) from None
+    body, _, rest = text.strip().partition(" ")
+    rank = None
+    if rest:
+        m = re.fullmatch(r"\s*r(\d+)\s*", rest, re.IGNORECASE)
+        if not m:
+            raise PlanError(f"plan notation {text!r}: after the tokens only a rank like ' r4' may follow")
+        rank = int(m.group(1))
+    if body.endswith("+extra"):
+        raise PlanError(
+            f"plan notation {text!r}: '+extra' marks extra trainable parameters the string does not "
+            f"list; write the plan as a config instead"
+        )
+    tokens = body.split("-")
+    if len(tokens) != len(TOWERS) or not all(tokens):
+        raise PlanError(
+            f"plan notation {text!r}: expected {len(TOWERS)} tokens {'-'.join(TOWERS)}, e.g. T-T-LoRA"
+        )
+    return PlanConfig(**{t: parse_token(tok, t, rank) for t, tok in zip(TOWERS, tokens, strict=True)})
 
 
 def format_plan_notation(plan: PlanConfig) -> str:
     """The plan's notation; `+` marks what the notation cannot express (see mile.tuning.notation)."""
-    return format_notation({t: plan.tower(t) for t in TOWERS}, extra=bool(plan.extra_trainable))
+    text = "-".join(format_token(plan.tower(t), t) for t in TOWERS)
+    return text + ("+extra" if plan.extra_trainable else "")
 
 
 def as_plan(plan: PlanConfig | dict | str) -> PlanConfig:

@@ -15,6 +15,7 @@ keeps gradient checkpointing exact: a recomputed layer reads the same prefix ten
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -59,7 +60,7 @@ class PrefixProvider(nn.Module):
 
 
 class PrefixEncoder(PrefixProvider):
-    def __init__(self, attentions: int, tokens: int, width: int, hidden: int):
+    def __init__(self, attentions: int, width: int, tokens: int, hidden: int):
         super().__init__()
         self.shape = (tokens, attentions, 2, width)
         self.embedding = nn.Embedding(tokens, width)
@@ -123,16 +124,16 @@ def attach_prefix(
     wrong = [m for m, a in attns.items() if not isinstance(a, Attention)]
     if wrong:
         raise PlanError(
-            f"{call.key}.targets: {call.method} needs attention modules; these are not: {wrong[:4]}"
+            f"{call.tower}.targets: {call.method} needs attention modules; these are not: {wrong[:4]}"
         )
     busy = [m for m, a in attns.items() if a.prefix is not None]
     if busy:
-        raise PlanError(f"{call.key}: {busy[:4]} already have a key/value prefix")
+        raise PlanError(f"{call.tower}: {busy[:4]} already have a key/value prefix")
     widths = {a.k.out_features for a in attns.values()}
     if len(widths) != 1:
-        raise PlanError(f"{call.key}.targets: the targeted attentions differ in width {sorted(widths)}")
+        raise PlanError(f"{call.tower}.targets: the targeted attentions differ in width {sorted(widths)}")
     if hasattr(tower, ENCODER):
-        raise PlanError(f"{call.key}: the tower already has a {ENCODER}")
+        raise PlanError(f"{call.tower}: the tower already has a {ENCODER}")
     ref = next(tower.parameters())
     with torch.device(ref.device):  # build in place (also on the meta device), not on the CPU first
         provider = make(len(attns), widths.pop())
@@ -142,8 +143,5 @@ def attach_prefix(
 
 def apply_prefix(model: nn.Module, call: MethodCall) -> PrefixApplied:
     opts = PrefixOptions(**call.options)
-
-    def make(attentions: int, width: int) -> PrefixProvider:
-        return PrefixEncoder(attentions, opts.num_virtual_tokens, width, opts.encoder_hidden_size)
-
+    make = functools.partial(PrefixEncoder, tokens=opts.num_virtual_tokens, hidden=opts.encoder_hidden_size)
     return attach_prefix(model, call, make)

@@ -10,6 +10,8 @@ layers, P 10) that is 184,320 parameters per tower. Not peft's `P_TUNING`, which
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
@@ -23,7 +25,7 @@ class PTV2Options(BaseModel):
 
 
 class PromptKeysValues(PrefixProvider):
-    def __init__(self, attentions: int, tokens: int, width: int):
+    def __init__(self, attentions: int, width: int, tokens: int):
         super().__init__()
         self.shape = (tokens, attentions, 2, width)
         self.embedding = nn.Embedding(tokens, attentions * 2 * width)
@@ -34,6 +36,4 @@ class PromptKeysValues(PrefixProvider):
 
 def apply_ptv2(model: nn.Module, call: MethodCall) -> PrefixApplied:
     opts = PTV2Options(**call.options)
-    return attach_prefix(
-        model, call, lambda attentions, width: PromptKeysValues(attentions, opts.num_virtual_tokens, width)
-    )
+    return attach_prefix(model, call, functools.partial(PromptKeysValues, tokens=opts.num_virtual_tokens))

@@ -29,11 +29,7 @@ TEXT_QV = ("*.self_attn.q", "*.self_attn.v", "*.cross_attn.q", "*.cross_attn.v")
 IA3_TEXT = ("*.self_attn.k", "*.self_attn.v", "*.self_attn.o", "*.cross_attn.k", "*.cross_attn.v",
             "*.cross_attn.o", "*.mlp.fc2")  # fmt: skip
 IA3_TEXT_FF = ("*.self_attn.o", "*.cross_attn.o", "*.mlp.fc2")
-CONV_CAPABLE = {
-    "lora",
-    "loha",
-    "lokr",
-}  # these also wrap the ViT's patch-embedding Conv2d, as the paper's LoRA
+CONV_CAPABLE = {"lora", "loha", "lokr"}  # also wrap the ViT's patch-embedding Conv2d, as the paper's LoRA
 
 ABBREV = {
     "lora": "LoRA", "ia3": "IA3", "loha": "LoHa", "lokr": "LoKr", "adalora": "AdaLoRA", "vera": "VeRA",
@@ -51,10 +47,7 @@ def _peft_info(name: str) -> MethodInfo:
     options = option_names(name)
     if name == "ia3":
         targets = {"vision": ("*.mlp.fc2",), "text": IA3_TEXT}
-        tower_defaults = {
-            "vision": {"feedforward": ["*.mlp.fc2"]},
-            "text": {"feedforward": list(IA3_TEXT_FF)},
-        }
+        tower_defaults = {"vision": {"feedforward": ["*.mlp.fc2"]}, "text": {"feedforward": [*IA3_TEXT_FF]}}
     elif name == "ln_tuning":
         targets, tower_defaults = {"vision": ("type:LayerNorm",), "text": ("type:LayerNorm",)}, {}
     else:
@@ -79,17 +72,14 @@ def _peft_info(name: str) -> MethodInfo:
     )
 
 
-def _pydantic_check(model: type[BaseModel]) -> Any:
-    def check(options: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return model(**options).model_dump()
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
-            )
-            raise ValueError(problems) from None
-
-    return check
+def _pydantic_check(model: type[BaseModel], options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return model(**options).model_dump()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+        )
+        raise ValueError(problems) from None
 
 
 def _native(
@@ -102,7 +92,7 @@ def _native(
         targets=targets,
         options=frozenset(options.model_fields),
         defaults={**options().model_dump(), **defaults},
-        check=_pydantic_check(options),
+        check=functools.partial(_pydantic_check, options),
         apply=apply,
     )
 

@@ -103,10 +103,6 @@ def _filter(patterns: Sequence[str], cands: list[Candidate], key: str, tower_nam
     return hit
 
 
-def _depth(cands: list[Candidate]) -> int:
-    return len({m.group(1) for c in cands if (m := _LAYER.match(c.rel))})
-
-
 def layer_of(rel: str) -> int | None:
     """The block index of a module inside its tower, or None outside the blocks."""
     m = _LAYER.match(rel)
@@ -143,7 +139,7 @@ def select_modules(
     if exclude:
         hit -= {c.full for c in _filter(exclude, cands, f"{key}.exclude", tower_name)}
     if layers is not None:
-        keep = _layer_set(layers, _depth(cands), key)
+        keep = _layer_set(layers, len({layer_of(c.rel) for c in cands} - {None}), key)
         hit = {c.full for c in cands if c.full in hit and layer_of(c.rel) in keep}
     if not hit:
         raise PlanError(
@@ -158,10 +154,10 @@ def resolve(model: nn.Module, call: MethodCall, info: MethodInfo) -> MethodCall:
     the parameters a partial method trains (`info.trains`). apply_plan calls it once per tower; methods only read
     the result, so every method hits what `plan_targets` reports."""
     tower = model.get_submodule(call.tower)
-    names = select_modules(tower, call.tower, call.targets, call.exclude, call.layers, call.key)
+    names = select_modules(tower, call.tower, call.targets, call.exclude, call.layers)
     modules = {n: tower.get_submodule(relative(n, call.tower)) for n in names}
     patterns = call.options.get("feedforward")  # each must hit some module of the tower, a target or not
-    ff = select_modules(tower, call.tower, patterns, key=f"{call.key}.feedforward") if patterns else []
+    ff = select_modules(tower, call.tower, patterns, key=f"{call.tower}.feedforward") if patterns else []
     feedforward = tuple(n for n in names if n in ff)
     return dataclasses.replace(
         call, modules=modules, feedforward=feedforward, parameters=_trained(modules, info)

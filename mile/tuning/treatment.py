@@ -60,9 +60,8 @@ def resolve_treatment(value: Any, tower: str) -> str | MethodSpec:
         raise ValueError(
             f"{tower}: expected one of {list(FIXED)}, a method name or a method dict; got {value!r}"
         )
-    data = dict(value)
-    info = _method(data.get("method"), tower)
-    options = _fold_aliases(info, {k: v for k, v in data.items() if k not in COMMON_KEYS}, tower)
+    info = _method(value.get("method"), tower)
+    options = _fold_aliases(info, {k: v for k, v in value.items() if k not in COMMON_KEYS}, tower)
     kind = TOWER_KIND[tower]
     for key, default in {**info.defaults, **info.tower_defaults.get(kind, {})}.items():
         options.setdefault(key, default)
@@ -71,11 +70,11 @@ def resolve_treatment(value: Any, tower: str) -> str | MethodSpec:
             options = info.check(options)
         except ValueError as exc:
             raise ValueError(f"{tower} ({info.name}): {exc}") from None
-    targets = as_patterns(data.get("targets"), f"{tower}.targets") or list(info.targets[kind])
-    exclude = as_patterns(data.get("exclude"), f"{tower}.exclude")
+    targets = as_patterns(value.get("targets"), f"{tower}.targets") or list(info.targets[kind])
+    exclude = as_patterns(value.get("exclude"), f"{tower}.exclude")
     if "feedforward" in options:
         options["feedforward"] = as_patterns(options["feedforward"], f"{tower}.feedforward")
-    layers = data.get("layers")
+    layers = value.get("layers")
     if layers is not None and (
         not isinstance(layers, (list, tuple))
         or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers)
@@ -94,7 +93,11 @@ def as_patterns(value: Any, key: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) and p for p in value):
         raise ValueError(f"{key}: expected a list of name patterns (glob, re:..., type:...), got {value!r}")
     for pattern in value:
-        _check_regex(pattern, key)
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as exc:
+                raise ValueError(f"{key}: invalid regular expression {pattern!r}: {exc}") from None
     return list(value)
 
 
@@ -131,11 +134,3 @@ def _fold_aliases(info: MethodInfo, options: dict[str, Any], tower: str) -> dict
             )
         out[name] = value
     return out
-
-
-def _check_regex(pattern: Any, key: str) -> None:
-    if isinstance(pattern, str) and pattern.startswith("re:"):
-        try:
-            re.compile(pattern[3:])
-        except re.error as exc:
-            raise ValueError(f"{key}: invalid regular expression {pattern!r}: {exc}") from None

@@ -45,6 +45,14 @@ def files(tmp_path_factory, done_run):
     (root / "notimage.jpg").write_text("not an image")
     (root / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage")
     demo = Path(__file__).resolve().parents[2] / "mile" / "resources" / "configs" / "demo.yaml"
+    sweep = root / "demo_sweep.yaml"
+    sweep.write_text(f"base: {demo}\noutput_dir: {root / 'sweeps'}\ngrid: {{plan: [T-T-T]}}\n")
+    from mile.config import load_config
+    from mile.engine.rundir import RunDir
+    from mile.sweep.spec import load_sweep
+
+    loaded = load_sweep(sweep)  # its one run's folder, written by another config
+    RunDir(loaded.run_dir(loaded.runs[0])).create(load_config(demo, ["train.lr=0.123"]))
     return {"root": root, "run": done_run, "demo": demo}
 
 
@@ -97,7 +105,9 @@ CASES = {
     "modules: unknown size": (["modules", "model.size=giant"], "giant"),
     "sweep: missing file": (["sweep", "{root}/nope.yaml"], "nope.yaml"),
     "sweep: missing base": (["sweep", "{root}/sweep.yaml", "--output-dir", "{root}/sw"], "nowhere.yaml"),
-    "sweep: bad shard": (["sweep", "{root}/sweep.yaml", "--shard", "3/2"], "shard"),
+    "sweep: bad shard": (["sweep", "{root}/sweep.yaml", "--shard", "3/2"], "--shard '3/2'"),
+    "sweep: --only matches nothing": (["sweep", "{root}/demo_sweep.yaml", "--only", "X-*"], "--only X-*"),
+    "sweep: a run of another config": (["sweep", "{root}/demo_sweep.yaml"], "or --force to retrain"),
     "report: missing folder": (["report", "{root}/none"], "none"),
     "report: unknown rule": (["report", "{run}", "--rule", "maybe"], "maybe"),
     "report: unknown label": (["report", "{run}", "--label", "maybe"], "maybe"),

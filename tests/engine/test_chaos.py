@@ -144,6 +144,13 @@ def test_a_disk_that_fills_up_again_and_again_then_resumed_ends_byte_identical(w
     _assert_same_run(whole_run, out / "r")
 
 
+@pytest.mark.slow
+def test_writers_that_fail_at_random_budgets_then_resumed_end_byte_identical(whole, tmp_path):
+    """The fallback above, run everywhere, so that it keeps patching the writers the code really uses."""
+    cfg, whole_run = whole
+    _fill_with_a_patched_writer(cfg, tmp_path, whole_run)
+
+
 def _fill_with_a_patched_writer(cfg: Path, tmp_path: Path, whole_run: Path) -> None:
     """Where no tmpfs can be mounted: the run's writers raise ENOSPC once a random byte budget is spent."""
     from mile.config import load_config
@@ -170,39 +177,50 @@ def _fill_with_a_patched_writer(cfg: Path, tmp_path: Path, whole_run: Path) -> N
 class _disk_budget:
     """Patch the writers a run uses so that they fail with ENOSPC once `budget` bytes have been written."""
 
+    # every function through which a run writes a file: atomic.atomic_write (JSON, text, features, native
+    # checkpoints) and the weights writers that write in place inside a temporary folder
+    WRITERS = (
+        ("mile.atomic", "atomic_write"),
+        ("mile.tuning.io", "save_file"),
+        ("mile.tuning.peft_method", "save_file"),
+        ("torch", "save"),
+    )
+
     def __init__(self, budget: int):
-        self.left = budget
+        self.left, self.refunded = budget, False
 
     def __enter__(self):
-        import mile.atomic as atomic
-        import mile.engine.checkpoint as ckpt
+        import importlib
 
-        self.saved = (atomic.atomic_write, ckpt.save_file, ckpt.torch.save)
-        real_write, real_save_file, real_torch_save = self.saved
+        self.saved = [(importlib.import_module(m), n) for m, n in self.WRITERS]
+        self.saved = [(module, name, getattr(module, name)) for module, name in self.saved]
+
+        from mile.engine.rundir import RESERVE, RESERVE_BYTES
 
         def spend(path):
             size = Path(path).stat().st_size if Path(path).exists() else 0
             self.left -= size
+            if self.left < 0 and not self.refunded and not (Path(path).parent / RESERVE).exists():
+                self.left, self.refunded = self.left + RESERVE_BYTES, True  # the run gave up its reserve file
             if self.left < 0:
+                self.left += size  # like a real disk: the refused file's bytes are free again
                 Path(path).unlink(missing_ok=True)
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-        def write(target, fn):
-            return real_write(target, lambda tmp: (fn(tmp), spend(tmp)))
+        def patched(name, real):
+            if name == "atomic_write":
+                return lambda target, fn: real(target, lambda tmp: (fn(tmp), spend(tmp)))
 
-        def save_file(state, path, *a, **k):
-            real_save_file(state, path, *a, **k)
-            spend(path)
+            def write(obj, path, *a, **k):
+                real(obj, path, *a, **k)
+                spend(path)
 
-        def torch_save(obj, path, *a, **k):
-            real_torch_save(obj, path, *a, **k)
-            spend(path)
+            return write
 
-        atomic.atomic_write, ckpt.save_file, ckpt.torch.save = write, save_file, torch_save
+        for module, name, real in self.saved:
+            setattr(module, name, patched(name, real))
         return self
 
     def __exit__(self, *exc):
-        import mile.atomic as atomic
-        import mile.engine.checkpoint as ckpt
-
-        atomic.atomic_write, ckpt.save_file, ckpt.torch.save = self.saved
+        for module, name, real in self.saved:
+            setattr(module, name, real)

@@ -12,28 +12,32 @@ from pathlib import Path
 import torch
 
 from mile.model.checkpoints.keymaps import BERT_HEAD_TIED, BLIP_PRETRAIN_ONLY, blip_pth_rules
-from mile.model.checkpoints.state import LoadReport, load_into, read_weights, rename
+from mile.model.checkpoints.state import LoadReport, Rule, load_into, read_weights, rename
 from mile.model.config import MileConfig
 from mile.model.mile import MileModel
 
 
 def load_blip_pth(path: str | Path, config: MileConfig, strict: bool = True) -> tuple[MileModel, LoadReport]:
+    return load_blip_weights(path, config, blip_pth_rules(), strict)
+
+
+def load_blip_weights(
+    path: str | Path, config: MileConfig, rules: list[Rule], strict: bool = True
+) -> tuple[MileModel, LoadReport]:
+    """A model of `config` holding the BLIP weights file `path` (either layout, as `rules` rename it)."""
     model = MileModel(config)
-    state, ignored, unmatched = rename(
-        read_weights(path), blip_pth_rules(), BERT_HEAD_TIED + BLIP_PRETRAIN_ONLY
-    )
+    state, ignored, unmatched = rename(read_weights(path), rules, BERT_HEAD_TIED + BLIP_PRETRAIN_ONLY)
     report = LoadReport(source=str(path), ignored=ignored, unexpected=unmatched)
     return model, load_into(model, state, report, strict=strict)
 
 
 def to_blip_pth_state(model: MileModel) -> dict[str, torch.Tensor]:
     """Our weights under the original BLIP names (fused qkv), e.g. to hand a model back to BLIP code."""
+    state = model.state_dict()
     out: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        out.update(_blip_name(key, value, model.state_dict()))
-    out["text_decoder.cls.predictions.decoder.weight"] = (
-        model.text_decoder.embeddings.word.weight.detach().clone()
-    )
+    for key, value in state.items():
+        out.update(_blip_name(key, value, state))
+    out["text_decoder.cls.predictions.decoder.weight"] = state["text_decoder.embeddings.word.weight"].clone()
     return out
 
 
@@ -72,13 +76,10 @@ def _blip_name(key: str, value: torch.Tensor, state: dict) -> dict[str, torch.Te
 
 def _vision_name(rest: str, value: torch.Tensor, state: dict) -> dict[str, torch.Tensor]:
     v = "visual_encoder."
-    simple = {"cls_token": "cls_token", "pos_embed": "pos_embed"}
-    if rest in simple:
-        return {v + simple[rest]: value}
+    if rest in ("cls_token", "pos_embed") or rest.startswith("norm."):
+        return {v + rest: value}
     if rest.startswith("patch_embed."):
         return {v + "patch_embed.proj." + rest.split(".")[-1]: value}
-    if rest.startswith("norm."):
-        return {v + rest: value}
     _, i, *inner = rest.split(".")
     module, kind = ".".join(inner[:-1]), inner[-1]
     if module in ("attn.k", "attn.v"):

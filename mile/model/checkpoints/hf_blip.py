@@ -5,26 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mile.model.checkpoints.keymaps import BERT_HEAD_TIED, BLIP_PRETRAIN_ONLY, hf_blip_rules
-from mile.model.checkpoints.state import (
-    CheckpointError,
-    LoadReport,
-    find_weights,
-    load_into,
-    read_weights,
-    rename,
-)
+from mile.model.checkpoints.blip_pth import load_blip_weights
+from mile.model.checkpoints.keymaps import hf_blip_rules
+from mile.model.checkpoints.state import CheckpointError, LoadReport, find_weights
 from mile.model.config import MileConfig, TextConfig, VisionConfig
 from mile.model.mile import MileModel
 
-HUB_FILES = [
-    "config.json",
-    "*.safetensors",
-    "pytorch_model.bin",
-    "vocab.txt",
-    "tokenizer*.json",
-    "special_tokens_map.json",
-]
+HUB_FILES = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer*.json",
+             "special_tokens_map.json"]  # fmt: skip
 
 
 def resolve_dir(path_or_id: str) -> Path:
@@ -90,10 +78,6 @@ def blip_config(directory: Path, image_size: int | None) -> MileConfig:
 def load_hf_blip(path_or_id: str, image_size: int | None = None) -> tuple[MileModel, Path, LoadReport]:
     """Model, the resolved directory (for its tokenizer files) and the load report."""
     directory = resolve_dir(path_or_id)
-    model = MileModel(blip_config(directory, image_size))
-    weights = find_weights(directory)
-    state, ignored, unmatched = rename(
-        read_weights(weights), hf_blip_rules(), BERT_HEAD_TIED + BLIP_PRETRAIN_ONLY
-    )
-    report = LoadReport(source=str(weights), ignored=ignored, unexpected=unmatched)
-    return model, directory, load_into(model, state, report)
+    config = blip_config(directory, image_size)
+    model, report = load_blip_weights(find_weights(directory), config, hf_blip_rules())
+    return model, directory, report

@@ -10,6 +10,7 @@ from __future__ import annotations
 from mile.model.checkpoints.state import Rule, split_qkv
 
 P = r"(?P<kind>weight|bias)"
+BLOCK = r"vision.blocks.\g<i>."
 
 
 def bert_text_rules(src: str, dst: str) -> list[Rule]:
@@ -51,16 +52,14 @@ def hf_blip_rules() -> list[Rule]:
     """transformers `BlipForQuestionAnswering` (Salesforce/blip-vqa-base)."""
     v = r"vision_model\."
     layer = v + r"encoder\.layers\.(?P<i>\d+)\."
-    block = r"vision.blocks.\g<i>."
     return [
         (v + r"embeddings\.class_embedding", "vision.cls_token"),
         (v + r"embeddings\.position_embedding", "vision.pos_embed"),
         (v + r"embeddings\.patch_embedding\." + P, r"vision.patch_embed.\g<kind>"),
-        (layer + r"self_attn\.qkv\." + P, split_qkv(block + "attn")),
-        (layer + r"self_attn\.projection\." + P, block + r"attn.o.\g<kind>"),
-        (layer + r"layer_norm1\." + P, block + r"norm1.\g<kind>"),
-        (layer + r"layer_norm2\." + P, block + r"norm2.\g<kind>"),
-        (layer + r"mlp\.(?P<fc>fc1|fc2)\." + P, block + r"mlp.\g<fc>.\g<kind>"),
+        (layer + r"self_attn\.qkv\." + P, split_qkv(BLOCK + "attn")),
+        (layer + r"self_attn\.projection\." + P, BLOCK + r"attn.o.\g<kind>"),
+        (layer + r"layer_norm(?P<n>[12])\." + P, BLOCK + r"norm\g<n>.\g<kind>"),
+        (layer + r"mlp\.(?P<fc>fc1|fc2)\." + P, BLOCK + r"mlp.\g<fc>.\g<kind>"),
         (v + r"post_layernorm\." + P, r"vision.norm.\g<kind>"),
         *bert_text_rules(r"text_encoder\.", "text_encoder"),
         *bert_text_rules(r"text_decoder\.bert\.", "text_decoder"),
@@ -72,15 +71,14 @@ def blip_pth_rules() -> list[Rule]:
     """The original BLIP / MISS training checkpoint (`{"model": state_dict}`)."""
     v = r"visual_encoder\."
     layer = v + r"blocks\.(?P<i>\d+)\."
-    block = r"vision.blocks.\g<i>."
     return [
         (v + r"cls_token", "vision.cls_token"),
         (v + r"pos_embed", "vision.pos_embed"),
         (v + r"patch_embed\.proj\." + P, r"vision.patch_embed.\g<kind>"),
-        (layer + r"attn\.qkv\." + P, split_qkv(block + "attn")),
-        (layer + r"attn\.proj\." + P, block + r"attn.o.\g<kind>"),
-        (layer + r"(?P<n>norm1|norm2)\." + P, block + r"\g<n>.\g<kind>"),
-        (layer + r"mlp\.(?P<fc>fc1|fc2)\." + P, block + r"mlp.\g<fc>.\g<kind>"),
+        (layer + r"attn\.qkv\." + P, split_qkv(BLOCK + "attn")),
+        (layer + r"attn\.proj\." + P, BLOCK + r"attn.o.\g<kind>"),
+        (layer + r"(?P<n>norm1|norm2)\." + P, BLOCK + r"\g<n>.\g<kind>"),
+        (layer + r"mlp\.(?P<fc>fc1|fc2)\." + P, BLOCK + r"mlp.\g<fc>.\g<kind>"),
         (v + r"norm\." + P, r"vision.norm.\g<kind>"),
         *bert_text_rules(r"text_encoder\.", "text_encoder"),
         *bert_text_rules(r"text_decoder\.bert\.", "text_decoder"),
@@ -97,25 +95,23 @@ BLIP_PRETRAIN_ONLY = [
 ]
 
 
-def hf_vit_rules(src: str = "") -> list[Rule]:
-    """transformers `ViTModel` and `Dinov2Model` (LayerScale, DINOv2's `norm1`/`mlp` names) under `src`."""
-    e, layer = src + r"embeddings\.", src + r"encoder\.layer\.(?P<i>\d+)\."
-    block = r"vision.blocks.\g<i>."
+def hf_vit_rules() -> list[Rule]:
+    """transformers `ViTModel` and `Dinov2Model` (LayerScale, DINOv2's `norm1`/`mlp` names)."""
+    e, layer = r"embeddings\.", r"encoder\.layer\.(?P<i>\d+)\."
     return [
         (e + r"cls_token", "vision.cls_token"),
         (e + r"position_embeddings", "vision.pos_embed"),
         (e + r"patch_embeddings\.projection\." + P, r"vision.patch_embed.\g<kind>"),
-        (layer + r"attention\.attention\.query\." + P, block + r"attn.q.\g<kind>"),
-        (layer + r"attention\.attention\.key\." + P, block + r"attn.k.\g<kind>"),
-        (layer + r"attention\.attention\.value\." + P, block + r"attn.v.\g<kind>"),
-        (layer + r"attention\.output\.dense\." + P, block + r"attn.o.\g<kind>"),
-        (layer + r"(layernorm_before|norm1)\." + P, block + r"norm1.\g<kind>"),
-        (layer + r"(layernorm_after|norm2)\." + P, block + r"norm2.\g<kind>"),
-        (layer + r"(intermediate\.dense|mlp\.fc1)\." + P, block + r"mlp.fc1.\g<kind>"),
-        (layer + r"(output\.dense|mlp\.fc2)\." + P, block + r"mlp.fc2.\g<kind>"),
-        (layer + r"layer_scale1\.lambda1", block + "ls1.gamma"),
-        (layer + r"layer_scale2\.lambda1", block + "ls2.gamma"),
-        (src + r"layernorm\." + P, r"vision.norm.\g<kind>"),
+        (layer + r"attention\.attention\.query\." + P, BLOCK + r"attn.q.\g<kind>"),
+        (layer + r"attention\.attention\.key\." + P, BLOCK + r"attn.k.\g<kind>"),
+        (layer + r"attention\.attention\.value\." + P, BLOCK + r"attn.v.\g<kind>"),
+        (layer + r"attention\.output\.dense\." + P, BLOCK + r"attn.o.\g<kind>"),
+        (layer + r"(layernorm_before|norm1)\." + P, BLOCK + r"norm1.\g<kind>"),
+        (layer + r"(layernorm_after|norm2)\." + P, BLOCK + r"norm2.\g<kind>"),
+        (layer + r"(intermediate\.dense|mlp\.fc1)\." + P, BLOCK + r"mlp.fc1.\g<kind>"),
+        (layer + r"(output\.dense|mlp\.fc2)\." + P, BLOCK + r"mlp.fc2.\g<kind>"),
+        (layer + r"layer_scale(?P<n>[12])\.lambda1", BLOCK + r"ls\g<n>.gamma"),
+        (r"layernorm\." + P, r"vision.norm.\g<kind>"),
     ]
 
 

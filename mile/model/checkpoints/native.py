@@ -12,8 +12,7 @@ from mile.model.checkpoints.state import CheckpointError, LoadReport, load_into,
 from mile.model.config import MileConfig
 from mile.model.mile import MileModel
 
-FORMAT = "mile-vqa"
-VERSION = 1
+FORMAT, VERSION = "mile-vqa", 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 

@@ -27,7 +27,6 @@ from mile.model.config import MileConfig, TextConfig, VisionConfig
 from mile.model.mile import MileModel
 
 FRESH = [r"\.cross_attn\.", r"\.cross_attn_norm\.", r"^text_decoder\.lm_head\."]
-PREFIXES = {"dinov2": "dinov2.", "vit": "vit.", "bert": "bert."}
 
 
 def _read_config(directory: Path, kinds: tuple[str, ...]) -> dict:
@@ -96,7 +95,7 @@ def compose(
     vision_file, text_file = find_weights(vision_dir), find_weights(text_dir)
     report = LoadReport(source=f"{vision_file} + {text_file}")
     state = _vision_state(read_weights(vision_file), report)
-    text = _strip(read_weights(text_file), PREFIXES["bert"])
+    text = _strip(read_weights(text_file), "bert.")
     _fold_token_types(text, report)
     _grow_vocab(text, token_ids, report)
     for tower in ("text_encoder", "text_decoder"):
@@ -113,7 +112,7 @@ def _strip(state: dict, prefix: str) -> dict:
 
 
 def _vision_state(raw: dict, report: LoadReport) -> dict:
-    for prefix in (PREFIXES["dinov2"], PREFIXES["vit"]):
+    for prefix in ("dinov2.", "vit."):
         raw = _strip(raw, prefix)
     state, ignored, unmatched = rename(raw, hf_vit_rules(), VIT_UNUSED)
     report.ignored += ignored
@@ -124,9 +123,8 @@ def _vision_state(raw: dict, report: LoadReport) -> dict:
 def _fold_token_types(text: dict, report: LoadReport) -> None:
     types = text.pop("embeddings.token_type_embeddings.weight", None)
     if types is not None:
-        text["embeddings.position_embeddings.weight"] = (
-            text["embeddings.position_embeddings.weight"] + types[0]
-        )
+        key = "embeddings.position_embeddings.weight"
+        text[key] = text[key] + types[0]
         report.adapted.append("token-type-0 embedding folded into the text position embeddings")
 
 
