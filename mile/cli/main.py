@@ -139,6 +139,9 @@ def demo(
     train_command(config, overrides, None, resume=False)
 
 
+L = {"rich_help_panel": "Where the runs train"}  # the launcher options, grouped in --help
+
+
 @app.command()
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep YAML (base config + grid / runs)")],
@@ -154,11 +157,40 @@ def sweep(
         list[str] | None,
         typer.Option(help="run only plans or run names matching this shell pattern, e.g. 'F-*' (repeatable)"),
     ] = None,
+    status: Annotated[
+        bool, typer.Option(help="show every run's state (and SLURM job); train nothing")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option(help="with --status: follow until no run is queued or running")
+    ] = False,
+    launcher: Annotated[
+        str | None,
+        typer.Option(help="sequential (default), local (--jobs at once) or slurm (a job array)", **L),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="local: runs at once (one GPU each, or threads split)", **L)
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="slurm partition", **L)] = None,
+    account: Annotated[str | None, typer.Option(help="slurm account", **L)] = None,
+    qos: Annotated[str | None, typer.Option(help="slurm QOS", **L)] = None,
+    time: Annotated[
+        str | None, typer.Option(help="slurm time per run: minutes or [D-]HH:MM[:SS]", **L)
+    ] = None,
+    nodes: Annotated[int | None, typer.Option(help="slurm nodes per run", **L)] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(help="GPUs per node (one process each)", **L)] = None,
+    cpus_per_task: Annotated[int | None, typer.Option(help="CPUs per process", **L)] = None,
+    mem_gb: Annotated[float | None, typer.Option(help="memory per node in GB", **L)] = None,
+    array_parallelism: Annotated[int | None, typer.Option(help="slurm: array tasks at once", **L)] = None,
 ) -> None:
-    """Train every run of a sweep that is not done yet (skips done runs, resumes interrupted ones)."""
+    """Train every run of a sweep that is not done yet (skips done runs, resumes interrupted ones), here one after
+    another, N at once on this machine, or as a SLURM job array; or show where each run stands."""
     from mile.cli.sweep import sweep_command
 
-    raise typer.Exit(sweep_command(sweep_file, force, shard, dry_run, output_dir, only))
+    options = {"kind": launcher, "jobs": jobs, "partition": partition, "account": account, "qos": qos}
+    options |= {"time": time, "nodes": nodes, "gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task}
+    options |= {"mem_gb": mem_gb, "array_parallelism": array_parallelism}
+    view = "wait" if wait else "status" if status else None
+    raise typer.Exit(sweep_command(sweep_file, force, shard, dry_run, output_dir, only, options, view))
 
 
 @app.command()

@@ -2,8 +2,9 @@
 
 A lock is taken by creating `<output>/.locks/<run>.lock` with O_CREAT | O_EXCL, which only one process can do;
 it records host, pid and a token, and its holder touches it every `heartbeat` seconds while the run trains.
-A lock is stale, and taken over, when its holder is a process on this host that is gone, or when it has not been
-touched for `stale_after` seconds (another host that crashed; the default, 10 minutes, allows for clock skew
+A lock is stale, and taken over, when its holder is a process on this host that is gone, an earlier start of the
+same SLURM job (requeued after a preemption, on this node or another), or when it has not been touched for
+`stale_after` seconds (another host that crashed; the default, 10 minutes, allows for clock skew
 between machines). Taking over renames the stale file to a private name first, so of two sweeps that both find
 it stale only one succeeds; the other sees the new lock and moves on. A lock can also be removed by hand when
 no sweep is running.
@@ -63,7 +64,8 @@ class RunLock:
         self.held = False
 
     def _info(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token, "time": time.time()}
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token, "time": time.time()}
+        return info | ({"job": scheduler_job()} if scheduler_job() else {})
 
     def _take_over(self, stale: dict[str, Any]) -> None:
         """Move the stale lock out of the way; if what was moved turns out to be a fresh lock, put it back."""
@@ -106,8 +108,17 @@ def read_lock(path: Path) -> dict[str, Any] | None:
     return info
 
 
+def scheduler_job() -> str | None:
+    """The SLURM job (an array task has its own) this process belongs to; a requeued job keeps its id."""
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def is_stale(info: dict[str, Any], stale_after: float = STALE_AFTER_S) -> bool:
-    """Stale: its holder is a process of this host that is gone, or nobody has touched it for `stale_after` s."""
+    """Stale: its holder is a process of this host that is gone, an earlier start of this same SLURM job (requeued,
+    perhaps on another node), or nobody has touched it for `stale_after` s."""
+    me = (socket.gethostname(), os.getpid())
+    if info.get("job") and info["job"] == scheduler_job() and (info.get("host"), info.get("pid")) != me:
+        return True
     pid = info.get("pid")
     if info.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
         return True

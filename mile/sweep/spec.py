@@ -11,6 +11,7 @@
       data: [{dataset: slake, root: ../shared/data/slake}, {dataset: vqa_rad, root: ../shared/data/vqa_rad}]
     runs:                                 # explicit runs after the grid's, each on base + overrides alone
       - {plan: T-T-T, train.lr: 2e-5}
+    launcher: {kind: slurm, partition: gpu, gpus_per_node: 4}   # optional: where the runs train (sweep.launch)
 
 Keys are dotted config keys or nested mappings, merged over the base by the rule of `extends` and `key=value`
 overrides (mile.config.merge_config): a mapping value merges into the base's mapping at that key, except a tower's
@@ -33,7 +34,7 @@ from mile.tuning import PlanError, parse_plan_notation
 
 from .naming import config_hash, config_leaves, describe, run_name, varying_keys
 
-KEYS = ("base", "output_dir", "overrides", "grid", "runs")
+KEYS = ("base", "output_dir", "overrides", "grid", "runs", "launcher")
 
 
 class SweepError(ConfigError):
@@ -59,6 +60,7 @@ class Sweep:
     path: Path
     output_dir: Path
     runs: list[SweepRun] = field(default_factory=list)
+    launcher: dict[str, Any] = field(default_factory=dict)  # where the runs train (mile.sweep.launch)
 
     def run_dir(self, run: SweepRun) -> Path:
         """`<output>/<name>`, or the one existing `<output>/*-<hash>`: the same config under an older name
@@ -91,7 +93,7 @@ def load_sweep(path: str | Path, output_dir: str | Path | None = None) -> Sweep:
         cfg.run.output_dir, cfg.run.name = str(out), name
         runs.append(SweepRun(i, name, config_hash(cfg), cfg, describe(cfg, varying), origin))
     _check_unique(runs, path)
-    return Sweep(path, out, runs)
+    return Sweep(path, out, runs, dict(spec.get("launcher") or {}))
 
 
 def read_sweep_file(path: Path) -> dict[str, Any]:
@@ -127,6 +129,7 @@ def _check_types(spec: dict[str, Any], path: Path) -> None:
         "overrides": (dict,),
         "grid": (dict,),
         "runs": (list,),
+        "launcher": (dict,),
     }
     for key, types in expect.items():
         if spec.get(key) is not None and not isinstance(spec[key], types):

@@ -108,6 +108,20 @@ CASES = {
     "sweep: bad shard": (["sweep", "{root}/sweep.yaml", "--shard", "3/2"], "--shard '3/2'"),
     "sweep: --only matches nothing": (["sweep", "{root}/demo_sweep.yaml", "--only", "X-*"], "--only X-*"),
     "sweep: a run of another config": (["sweep", "{root}/demo_sweep.yaml"], "or --force to retrain"),
+    "sweep: slurm without SLURM": (
+        ["sweep", "{root}/demo_sweep.yaml", "--launcher", "slurm", "--output-dir", "{root}/s2"],
+        "sbatch and srun",
+    ),
+    "sweep: unknown launcher": (["sweep", "{root}/demo_sweep.yaml", "--launcher", "cloud"], "launcher.kind"),
+    "sweep: no jobs": (
+        ["sweep", "{root}/demo_sweep.yaml", "--launcher", "local", "--jobs", "0"],
+        "launcher.jobs",
+    ),
+    "sweep: local, a run of another config": (
+        ["sweep", "{root}/demo_sweep.yaml", "--launcher", "local"],
+        "or --force to retrain",
+    ),
+    "sweep: bad time": (["sweep", "{root}/demo_sweep.yaml", "--time", "soon"], "launcher.time"),
     "report: missing folder": (["report", "{root}/none"], "none"),
     "report: unknown rule": (["report", "{run}", "--rule", "maybe"], "maybe"),
     "report: unknown label": (["report", "{run}", "--label", "maybe"], "maybe"),

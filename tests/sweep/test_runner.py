@@ -178,6 +178,20 @@ def test_lock_files(tmp_path):
     c.release()
 
 
+def test_a_requeued_slurm_job_takes_over_the_fresh_lock_of_its_earlier_start(tmp_path, monkeypatch):
+    path = tmp_path / "x.lock"
+    path.write_text(
+        json.dumps({"host": "node7", "pid": 1234, "token": "t", "job": "4242"})
+    )  # preempted there
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")
+    assert not RunLock(path).acquire()  # another job's fresh lock: alive
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the same job, requeued onto this node
+    lock = RunLock(path)
+    assert lock.acquire() and json.loads(path.read_text())["job"] == "4242"
+    assert not RunLock(path).acquire()  # but never its own, held by this very process
+    lock.release()
+
+
 def test_taking_over_never_steals_a_fresh_lock(tmp_path):
     path = tmp_path / "x.lock"
     fresh = RunLock(path)
