@@ -136,6 +136,10 @@ class EvalSection(Section):
     max_new_tokens: int = Field(default=10, ge=1, le=MAX_TOKENS)
     min_new_tokens: int = Field(default=1, ge=0, le=MAX_TOKENS)  # no [SEP] before this many: no empty answers
     batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
+    # generate the answer token by token, or rank: pick it from the candidate answers by likelihood (BLIP's VQA)
+    inference: Literal["generate", "rank"] = "generate"
+    rank_top_k: int = Field(default=128, ge=1, le=MAX_COUNT)  # candidates preselected by their first token
+    answer_list: str | None = None  # rank: a JSON list of candidate answers; default: the training split's
     merge_adapters: bool = True  # merge LoRA-family adapters for evaluation when exact
     compile: bool = False  # torch.compile the image and question encoders for evaluation
 

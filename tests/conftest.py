@@ -27,3 +27,23 @@ def shared_dir() -> Path:
             f"shared assets not found at {root} (set MILE_SHARED to the folder holding data/ and weights/)"
         )
     return root
+
+
+@pytest.fixture
+def mile_cli(monkeypatch, capsys):
+    """Run `mile ARGS` in this process through its real entry point; returns (exit code, stdout, stderr)."""
+    import sys
+
+    from mile.cli.main import main
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["mile", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

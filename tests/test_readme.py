@@ -3,13 +3,10 @@
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-from mile.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -19,19 +16,12 @@ def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
-def run_mile(args, monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["mile", *map(str, args)])
+@pytest.fixture(autouse=True)
+def _at_the_root(monkeypatch):
     monkeypatch.chdir(ROOT)  # the README's paths are relative to the repository
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
-def test_the_sweep_example_trains_every_run(tmp_path, monkeypatch, capsys, shared_dir):
+def test_the_sweep_example_trains_every_run(tmp_path, shared_dir, mile_cli):
     """The example as written (its datasets, plans and evaluation splits), on the tiny model for a few steps."""
     (example,) = [b for b in _blocks("yaml") if b.startswith("base:")]
     sweep = yaml.safe_load(example)
@@ -50,7 +40,7 @@ def test_the_sweep_example_trains_every_run(tmp_path, monkeypatch, capsys, share
         entry["root"] = str(shared_dir / "data" / Path(entry["root"]).name)
     file = tmp_path / "sweep.yaml"
     file.write_text(yaml.safe_dump(sweep))
-    code, out, err = run_mile(["sweep", file], monkeypatch, capsys)
+    code, out, err = mile_cli("sweep", file)
     assert code == 0, out[-3000:] + err[-3000:]
     assert "7 run(s): 7 trained, 0 skipped (already done), 0 failed" in out  # 3 plans x 2 datasets + 1 run
 
@@ -62,9 +52,9 @@ def test_the_sweep_example_trains_every_run(tmp_path, monkeypatch, capsys, share
         "mile sweep configs/sweeps/mile-small/lora.yaml --dry-run",
     ],
 )
-def test_readme_commands_that_run_offline(command, monkeypatch, capsys):
+def test_readme_commands_that_run_offline(command, mile_cli):
     assert command in README  # still the README's command
-    code, out, err = run_mile(command.split()[1:], monkeypatch, capsys)
+    code, out, err = mile_cli(*command.split()[1:])
     assert code == 0 and "Traceback" not in err, err[-3000:]
     assert out.strip()
 
@@ -84,12 +74,12 @@ def _everyday_commands() -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.startswith("mile ")]
 
 
-def test_the_everyday_use_block_runs_as_written(tmp_path, monkeypatch, capsys, shared_dir):
+def test_the_everyday_use_block_runs_as_written(tmp_path, monkeypatch, shared_dir, mile_cli):
     """Each command of "Everyday use", in order, on tiny settings: `runs/<name>` is the run the first command
     trains, `scan.jpg` a SLAKE image, `[--check]` run both ways."""
     commands = _everyday_commands()
     assert [c.split()[1] for c in commands] == [
-        "train", "train", "eval", "predict", "probe", "modules", "export"
+        "train", "train", "eval", "eval", "predict", "probe", "modules", "export"
     ]  # fmt: skip
     run = tmp_path / "runs" / "demo"
     image = shared_dir / "data" / "slake" / "imgs" / "xmlab1" / "source.jpg"
@@ -107,7 +97,7 @@ def test_the_everyday_use_block_runs_as_written(tmp_path, monkeypatch, capsys, s
         if "[--check]" in args:
             variants.append([a.strip("[]") for a in args])
         for variant in variants:
-            code, out, err = run_mile(variant, monkeypatch, capsys)
+            code, out, err = mile_cli(*variant)
             allowed = {0, 1} if "--check" in variant else {0}  # --check: 1 means the model ignores an input
             assert code in allowed and "Traceback" not in err, f"{variant}\n{out[-2000:]}\n{err[-2000:]}"
             assert out.strip(), variant
@@ -115,6 +105,9 @@ def test_the_everyday_use_block_runs_as_written(tmp_path, monkeypatch, capsys, s
     assert (run / "eval" / "validate" / "metrics.json").exists() and (
         run / "eval" / "validate" / "probe.json"
     ).exists()
+    assert (
+        json.loads((run / "eval" / "rank" / "validate" / "metrics.json").read_text())["inference"] == "rank"
+    )
     assert (run.parent / "demo-export").is_dir()
 
 
@@ -127,7 +120,7 @@ def _optional_parts(args: list[str]) -> list[str]:
     return out
 
 
-def test_the_sweep_block_runs_as_written(tmp_path, monkeypatch, capsys, shared_dir):
+def test_the_sweep_block_runs_as_written(tmp_path, monkeypatch, shared_dir, mile_cli):
     """Each command of the sweep and report block on a tiny two-seed sweep of two LoRA plans."""
     (block,) = [b for b in _blocks("bash") if "mile sweep configs/sweeps/mile-small/lora.yaml --dry-run" in b]
     commands = [shlex.split(line.split("  #")[0]) for line in block.splitlines() if line.startswith("mile ")]
@@ -151,7 +144,7 @@ def test_the_sweep_block_runs_as_written(tmp_path, monkeypatch, capsys, shared_d
         if "RUN_A" in args:
             run_a, run_b = sorted(p.parent for p in out_dir.glob("T-T-T*/status.json"))
             args = [str(run_a) if a == "RUN_A" else str(run_b) if a == "RUN_B" else a for a in args]
-        code, out, err = run_mile(args[1:], monkeypatch, capsys)
+        code, out, err = mile_cli(*args[1:])
         assert code == 0 and "Traceback" not in err, f"{args}\n{out[-2000:]}\n{err[-2000:]}"
         seen.append((args[1], out))
     assert [name for name, _ in seen] == ["sweep"] * 5 + ["report", "compare"]

@@ -57,11 +57,18 @@ def evaluate(
     data: Annotated[
         list[str] | None, typer.Option(help="data overrides, e.g. --data root=/data/slake")
     ] = None,
+    inference: Annotated[
+        str | None,
+        typer.Option(
+            help="generate or rank (pick from the training answers by likelihood); another mode than the run's "
+            "eval.inference writes to eval/<mode>/<split>/"
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a trained run on any split (default: the run's evaluation splits)."""
     from mile.cli.run import eval_command
 
-    eval_command(run_dir, split, data or [])
+    eval_command(run_dir, split, data or [], inference)
 
 
 @app.command()
@@ -93,11 +100,14 @@ def predict(
     beams: Annotated[
         int | None, typer.Option(min=1, max=64, help="beam count (default: the run's eval.num_beams)")
     ] = None,
+    rank: Annotated[
+        int, typer.Option(min=0, max=1000, help="also show the N most likely candidate answers, with scores")
+    ] = 0,
 ) -> None:
     """Answer questions about one image with a trained run."""
     from mile.cli.run import predict_command
 
-    predict_command(run_dir, image, question, beams)
+    predict_command(run_dir, image, question, beams, rank)
 
 
 @app.command()

@@ -41,7 +41,9 @@ def train_command(config: Path, overrides: list[str], run_dir: Path | None, resu
         typer.echo(format_metrics(split_metrics))
 
 
-def eval_command(run_dir: Path, splits: list[str] | None, data: list[str]) -> None:
+def eval_command(
+    run_dir: Path, splits: list[str] | None, data: list[str], inference: str | None = None
+) -> None:
     from mile.engine.evaluate import format_metrics
     from mile.engine.inference import evaluate_run
     from mile.engine.rundir import RunDir
@@ -53,7 +55,9 @@ def eval_command(run_dir: Path, splits: list[str] | None, data: list[str]) -> No
             raise ConfigError(f"--data {item!r} is not of the form key=value")
         layer = merge_config(layer, override_layer(f"data.{item}"))
     chosen = splits or run.config().data.eval_splits
-    for metrics in evaluate_run(run, chosen, layer["data"]).values():
+    if inference not in (None, "generate", "rank"):
+        raise ConfigError(f"--inference {inference!r}: expected generate or rank")
+    for metrics in evaluate_run(run, chosen, layer["data"], inference).values():
         typer.echo(format_metrics(metrics))
 
 
@@ -86,10 +90,18 @@ def _probe_line(part: dict) -> str:
     )
 
 
-def predict_command(run_dir: Path, image: Path, questions: list[str], beams: int | None) -> None:
-    from mile.engine.inference import answer, load_trained
+def predict_command(
+    run_dir: Path, image: Path, questions: list[str], beams: int | None, rank: int = 0
+) -> None:
+    from mile.engine.inference import answer, load_trained, ranked_answers
     from mile.engine.rundir import RunDir
 
     session = load_trained(RunDir(run_dir))
     for question, text in zip(questions, answer(session, str(image), questions, beams), strict=True):
         typer.echo(f"Q: {question}\nA: {text}")
+    if rank:
+        for question, top in zip(
+            questions, ranked_answers(session, str(image), questions, rank), strict=True
+        ):
+            typer.echo(f"ranked candidates for {question!r} (log-likelihood, nats):")
+            typer.echo("\n".join(f"  {score:8.3f}  {candidate}" for candidate, score in top))

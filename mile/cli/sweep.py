@@ -42,7 +42,8 @@ def sweep_command(
         states = wait_for(sweep, runs, typer.echo)
         return 0 if all(s.state == "done" for s in states) else 1
     if launcher.kind == "slurm":
-        submit_slurm(sweep, runs, launcher, force, typer.echo, FORCE_WAY_OUT)
+        if submit_slurm(sweep, runs, launcher, force, typer.echo, FORCE_WAY_OUT):
+            typer.echo(f"follow it with: mile sweep {path} --status [--wait]")
         return 0
     if launcher.kind == "local":
         return 1 if run_local(sweep, runs, launcher, force, typer.echo, FORCE_WAY_OUT).failed else 0

@@ -1,4 +1,5 @@
-"""Evaluation by generation: answers for every question of a split, scored by every rule, written to disk."""
+"""Evaluation: answers for every question of a split, generated or ranked (`eval.inference`), scored by every
+rule, written to disk."""
 
 from __future__ import annotations
 
@@ -16,18 +17,27 @@ from mile.config import Config
 from mile.data.sample import Sample
 from mile.engine.batches import Collate, VQADataset
 from mile.engine.build import Session
+from mile.engine.candidates import answer_candidates
 from mile.engine.datasets import prompt_chooser
 from mile.engine.metrics import is_correct, score
 from mile.engine.precision import USED_NAMES
 from mile.engine.rundir import RunDir
 from mile.model.generation import generate
+from mile.model.ranking import rank_answers
 
 
 @torch.no_grad()
 def predict(
-    cfg: Config, session: Session, samples: list[Sample], accelerator: Accelerator, desc: str, features=None
+    cfg: Config,
+    session: Session,
+    samples: list[Sample],
+    accelerator: Accelerator,
+    desc: str,
+    features=None,
+    candidates: list[str] | None = None,
 ) -> dict[int, str]:
-    """index -> generated answer for every sample, gathered from all processes without duplicates."""
+    """index -> answer for every sample, gathered from all processes without duplicates: generated, or with
+    `candidates` the candidate the decoder finds most likely (mile.model.ranking)."""
     loader = DataLoader(
         eval_dataset(cfg, session, samples, decode=features is None),
         batch_size=cfg.eval.batch_size,
@@ -36,6 +46,9 @@ def predict(
     )
     loader = accelerator.prepare_data_loader(loader)
     generation, core = cfg.eval.generation(), accelerator.unwrap_model(session.model)
+    if candidates is not None:
+        ranked = session.tokenizer.encode_answers(candidates)
+        ranked = tuple(t.to(accelerator.device) for t in ranked)
     was_training = core.training
     core.eval()
     local: list[tuple[int, str]] = []
@@ -45,9 +58,14 @@ def predict(
             vision = {"image_states": features.states(batch["images"], accelerator.device)}
         else:
             vision = {"pixels": batch["pixels"]}
+        question = (batch["question_ids"], batch["question_mask"])
         with accelerator.autocast():
-            ids = generate(core, batch["question_ids"], batch["question_mask"], config=generation, **vision)
-        local += zip(batch["index"].tolist(), session.tokenizer.decode(ids), strict=True)
+            if candidates is None:
+                texts = session.tokenizer.decode(generate(core, *question, config=generation, **vision))
+            else:
+                best = rank_answers(core, *question, *ranked, top_k=cfg.eval.rank_top_k, **vision).best
+                texts = [candidates[i] for i in best.tolist()]
+        local += zip(batch["index"].tolist(), texts, strict=True)
     core.train(was_training)
     if accelerator.num_processes > 1:
         local = accelerator.gather_for_metrics(local, use_gather_object=True)
@@ -120,9 +138,14 @@ def evaluate_splits(
     merged = session.tuning.merge() if merge and cfg.eval.merge_adapters else []
     if cfg.eval.compile:
         compile_encoders(session.model)
+    candidates = answer_candidates(cfg) if cfg.eval.inference == "rank" else None
+    if candidates is not None:
+        run.log(f"rank: {len(candidates)} candidate answers, top {cfg.eval.rank_top_k} by first token scored")
     try:
         results = {
-            split: _evaluate_split(cfg, session, split, splits[split], run, accelerator, tag, cache)
+            split: _evaluate_split(
+                cfg, session, split, splits[split], run, accelerator, tag, cache, candidates
+            )
             for split in cfg.data.eval_splits
         }
         return {split: m for split, m in results.items() if m is not None}  # metrics live on the main process
@@ -147,12 +170,15 @@ def eval_dataset(cfg: Config, session: Session, samples: list[Sample], decode: b
     return VQADataset(samples, transform, prompt_chooser(cfg, train=False))
 
 
-def _evaluate_split(cfg: Config, session: Session, split: str, data, run: RunDir, accelerator, tag, cache):
-    answers = predict(cfg, session, data.samples, accelerator, f"eval {split}", cache)
+def _evaluate_split(
+    cfg: Config, session: Session, split: str, data, run: RunDir, accelerator, tag, cache, candidates
+):
+    answers = predict(cfg, session, data.samples, accelerator, f"eval {split}", cache, candidates)
     if not accelerator.is_main_process:
         return None
     metrics, rows = score_split(data.samples, answers, split)
     metrics["precision"] = USED_NAMES[accelerator.mixed_precision]
+    metrics["inference"] = cfg.eval.inference
     write_eval(run.eval_dir(f"{tag}/{split}" if tag else split), metrics, rows)
     run.log(format_metrics(metrics))
     return metrics

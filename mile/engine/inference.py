@@ -13,6 +13,7 @@ from mile.config import merge_config, validate_config
 from mile.data.errors import DataError
 from mile.engine.accelerator import make_accelerator, run_device
 from mile.engine.build import Session, build_session
+from mile.engine.candidates import answer_candidates
 from mile.engine.checkpoint import load_weights
 from mile.engine.datasets import load_split
 from mile.engine.evaluate import evaluate_splits
@@ -21,6 +22,7 @@ from mile.engine.precision import Precision, inference_precision
 from mile.engine.probe import probe_inputs
 from mile.engine.rundir import RunDir
 from mile.model.generation import generate
+from mile.model.ranking import rank_answers
 from mile.pretrained import save_pretrained
 from mile.tokenizer import MileTokenizer
 from mile.tuning.errors import PlanError
@@ -44,15 +46,21 @@ def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Sessio
     return session
 
 
-def evaluate_run(run: RunDir, splits: list[str], data_overrides: dict[str, Any] | None = None) -> dict:
-    """Metrics of the run on `splits`; `data_overrides` (nested `data` keys) merge over the run's data section."""
-    overrides = {"data": {**(data_overrides or {}), "eval_splits": splits}}
+def evaluate_run(
+    run: RunDir, splits: list[str], data_overrides: dict[str, Any] | None = None, inference: str | None = None
+) -> dict:
+    """Metrics of the run on `splits`; `data_overrides` (nested `data` keys) merge over the run's data section.
+    `inference` other than the run's eval.inference (generate / rank) writes to eval/<inference>/<split>/."""
+    overrides: dict[str, Any] = {"data": {**(data_overrides or {}), "eval_splits": splits}}
+    tag = "" if inference in (None, run.config().eval.inference) else inference
+    if inference is not None:
+        overrides["eval"] = {"inference": inference}
     tune_memory()
     session = load_trained(run, overrides)
     cfg = session.config
     accelerator = make_accelerator(cfg, inference_precision(cfg.train.mixed_precision, run_device(cfg)))
     data = {split: load_split(cfg, split) for split in splits}
-    return evaluate_splits(cfg, session, data, run, accelerator, merge=True)
+    return evaluate_splits(cfg, session, data, run, accelerator, tag=tag, merge=True)
 
 
 def cpu_precision(session: Session) -> Precision:
@@ -72,6 +80,26 @@ def answer(session: Session, image: str, questions: list[str], num_beams: int | 
     with cpu_precision(session).autocast():
         out = generate(session.model, ids, mask, pixels=pixels, config=generation)
     return session.tokenizer.decode(out)
+
+
+@torch.no_grad()
+def ranked_answers(
+    session: Session, image: str, questions: list[str], top: int = 5
+) -> list[list[tuple[str, float]]]:
+    """The `top` candidate answers (eval.answer_list, or the training split's) for each question about `image`,
+    with their log-likelihoods (nats), best first."""
+    check_questions(session.tokenizer, questions)
+    candidates = answer_candidates(session.config)
+    pixels = session.transform(train=False)(image)[None].expand(len(questions), -1, -1, -1)
+    ids, mask = session.tokenizer.encode_questions(questions)
+    answer_ids, answer_mask = session.tokenizer.encode_answers(candidates)
+    k = max(top, session.config.eval.rank_top_k)
+    with cpu_precision(session).autocast():
+        ranked = rank_answers(session.model, ids, mask, answer_ids, answer_mask, pixels=pixels, top_k=k)
+    return [
+        [(candidates[i], score) for i, score in zip(row[:top].tolist(), scores[:top].tolist(), strict=True)]
+        for row, scores in zip(ranked.top, ranked.scores, strict=True)
+    ]
 
 
 def check_questions(tokenizer: MileTokenizer, questions: list[str]) -> None:

@@ -229,7 +229,6 @@ def submit_slurm(
     record_launch(sweep, "slurm", str(executor.folder), ids)
     array = jobs[0].job_id.split("_")[0]
     echo(f"sweep {sweep.path}: submitted job array {array}, {len(runs)} task(s) -> {sweep.output_dir}")
-    echo(f"follow it with: mile sweep {sweep.path} --status [--wait]")
     return ids
 
 

@@ -96,6 +96,7 @@ CASES = {
         ["predict", "{root}", "--image", "{root}/notimage.jpg", "--question", "q?"],
         "config.yaml",
     ),
+    "eval: unknown inference": (["eval", "{run}", "--inference", "maybe"], "--inference 'maybe'"),
     "probe: unknown split": (["probe", "{run}", "--split", "nosuch"], "nosuch"),
     "probe: not a run": (["probe", "{root}/none"], "none"),
     "export: into an existing file": (["export", "{run}", "{root}/notimage.jpg"], "notimage.jpg"),

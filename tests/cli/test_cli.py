@@ -85,6 +85,34 @@ def test_eval_and_predict_on_a_finished_run(demo_run, demo_data):
     assert proc.stdout == "".join(f"Q: {r['question']}\nA: {expected[str(r['qid'])]}\n" for r in asked)
 
 
+def test_eval_by_ranking_picks_training_answers_and_keeps_the_generated_results(demo_run, demo_data):
+    from mile.engine.candidates import candidates_from
+
+    run, _ = demo_run
+    generated = (run / "eval" / "test" / "metrics.json").read_text()
+    proc = mile("eval", run, "--inference", "rank")
+    assert (run / "eval" / "test" / "metrics.json").read_text() == generated  # the run's own mode, untouched
+    metrics = json.loads((run / "eval" / "rank" / "test" / "metrics.json").read_text())
+    rows = [
+        json.loads(x) for x in (run / "eval" / "rank" / "test" / "predictions.jsonl").read_text().splitlines()
+    ]
+    candidates = candidates_from(
+        [str(r["answer"]) for r in json.loads((demo_data / "trainset.json").read_text())]
+    )
+    assert metrics["inference"] == "rank" and len(rows) == 164
+    assert {r["prediction"] for r in rows} <= set(candidates)  # every answer is a training answer
+    assert metrics["global"]["acc"] == sum(r["correct"] for r in rows) / 164
+    assert f"test: global {_cell(rows)}" in proc.stdout.splitlines()
+    assert "candidate answers" in (run / "log.txt").read_text()
+    image = sorted((demo_data / "images").iterdir())[0]
+    proc = mile("predict", run, "--image", image, "--question", "is there a fracture?", "--rank", "3")
+    lines = proc.stdout.splitlines()
+    assert lines[2] == "ranked candidates for 'is there a fracture?' (log-likelihood, nats):"
+    scores = [float(line.split()[0]) for line in lines[3:]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)
+    assert all(line.split(maxsplit=1)[1] in candidates for line in lines[3:])
+
+
 def test_predict_refuses_blank_questions_and_bad_beam_counts(demo_run, demo_data):
     run, _ = demo_run
     image = sorted((demo_data / "images").iterdir())[0]

@@ -6,7 +6,6 @@ import os
 import shlex
 import signal
 import stat
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from mile.cli.main import main
 from mile.sweep.launch import LauncherConfig, launcher_config, minutes_of, run_local
 from mile.sweep.lock import read_lock
 from mile.sweep.runner import LOCKS, run_sweep
@@ -41,17 +39,6 @@ def write_sweep(folder: Path, out: Path, grid=GRID, base=TINY, **extra) -> Path:
     return path
 
 
-def run_mile(args, monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["mile", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def metrics(out: Path) -> dict[str, dict]:
     return {p.parent.parent.parent.name: json.loads(p.read_text()) for p in out.glob("*/eval/*/metrics.json")}
 
@@ -65,21 +52,21 @@ def one_thread():
 
 
 def test_local_launcher_trains_three_runs_two_at_a_time_like_a_sequential_sweep(
-    tmp_path, monkeypatch, capsys, one_thread
+    tmp_path, monkeypatch, one_thread, mile_cli
 ):
     grid = {"plan": ["T-T-T", "F-T-T", "T-F-T"]}
     sequential = load_sweep(write_sweep(tmp_path / "a", tmp_path / "seq", grid))
     assert run_sweep(sequential, echo=lambda _: None).count("trained") == 3
     file = write_sweep(tmp_path / "b", tmp_path / "par", grid)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)  # two jobs: one thread each, as in the sequential runs
-    code, out, err = run_mile(["sweep", file, "--launcher", "local", "--jobs", "2"], monkeypatch, capsys)
+    code, out, err = mile_cli("sweep", file, "--launcher", "local", "--jobs", "2")
     assert code == 0, out + err
     assert "3 run(s), 2 at a time (1 thread(s) each)" in out and "3 run(s): 3 trained" in out
     assert all(
         json.loads((p / "status.json").read_text())["state"] == "done" for p in (tmp_path / "par").glob("*-*")
     )
     assert metrics(tmp_path / "par") == metrics(tmp_path / "seq") and len(metrics(tmp_path / "seq")) == 3
-    again = run_mile(["sweep", file, "--launcher", "local", "--jobs", "2"], monkeypatch, capsys)
+    again = mile_cli("sweep", file, "--launcher", "local", "--jobs", "2")
     assert again[0] == 0 and "3 run(s) already done: skipped" in again[1]  # never trains a run twice
 
 
@@ -107,7 +94,7 @@ def fake_slurm(tmp_path, monkeypatch) -> Path:
 
 
 def test_slurm_launcher_submits_one_array_with_the_resources_and_the_requeue_signal(
-    tmp_path, fake_slurm, monkeypatch, capsys
+    tmp_path, fake_slurm, mile_cli
 ):
     launcher = {
         "kind": "slurm",
@@ -124,7 +111,7 @@ def test_slurm_launcher_submits_one_array_with_the_resources_and_the_requeue_sig
     }
     grid = {"plan": ["T-T-T", "F-T-T", "T-F-T"]}
     file = write_sweep(tmp_path / "s", tmp_path / "out", grid, launcher=launcher)
-    code, out, err = run_mile(["sweep", file, "--account", "lab", "--qos", "high"], monkeypatch, capsys)
+    code, out, err = mile_cli("sweep", file, "--account", "lab", "--qos", "high")
     assert code == 0, out + err
     assert "submitted job array 4242, 3 task(s)" in out
     script = (fake_slurm / "array.sh").read_text()
@@ -148,21 +135,19 @@ def test_slurm_launcher_submits_one_array_with_the_resources_and_the_requeue_sig
     launches = [json.loads(line) for line in (tmp_path / "out" / "launches.jsonl").read_text().splitlines()]
     assert launches[0]["runs"] == {run.name: f"4242_{i}" for i, run in enumerate(sweep.runs)}
     (fake_slurm / "squeue.out").write_text("4242_[0-2%2]|PENDING|0:00\n")
-    code, out, _ = run_mile(["sweep", file], monkeypatch, capsys)
+    code, out, _ = mile_cli("sweep", file)
     assert code == 0 and "3 run(s) already queued or running (jobs 4242_0, 4242_1, 4242_2)" in out
     assert (
         len((fake_slurm / "sbatch.calls").read_text().splitlines()) == 1
     )  # submitting twice submits nothing
 
 
-def test_status_table_shows_every_state_with_job_ids_and_the_log_of_a_failure(
-    tmp_path, fake_slurm, monkeypatch, capsys
-):
+def test_status_table_shows_every_state_with_job_ids_and_the_log_of_a_failure(tmp_path, fake_slurm, mile_cli):
     grid = {"plan": ["T-T-T", "F-T-T", "T-F-T", "F-F-T", "T-T-F"]}
     file = write_sweep(tmp_path / "s", tmp_path / "out", grid, launcher={"kind": "slurm"})
     sweep = load_sweep(file)
     run_sweep(sweep, echo=lambda _: None, only=[sweep.runs[0].name])  # one run really done
-    code, out, err = run_mile(["sweep", file, "--only", "F-*", "--only", "T-F-T"], monkeypatch, capsys)
+    code, out, err = mile_cli("sweep", file, "--only", "F-*", "--only", "T-F-T")
     assert code == 0 and "submitted job array 4242, 3 task(s)" in out, out + err
     (fake_slurm / "squeue.out").write_text("4242_0|RUNNING|1:05\n4242_2|PENDING|0:00\n")
     (fake_slurm / "sacct.out").write_text(
@@ -172,7 +157,7 @@ def test_status_table_shows_every_state_with_job_ids_and_the_log_of_a_failure(
     log = Path(str(folder).replace("%j", "4242_1")) / "4242_1_0_log.err"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("loading\nTraceback (most recent call last):\nRuntimeError: CUDA out of memory\n")
-    code, out, _ = run_mile(["sweep", file, "--status"], monkeypatch, capsys)
+    code, out, _ = mile_cli("sweep", file, "--status")
     assert code == 0
     rows = {line.split()[0]: line.split()[2:] for line in out.splitlines() if line.startswith(("T-", "F-"))}
     names = [run.name for run in sweep.runs]
@@ -276,7 +261,7 @@ def test_a_run_of_two_processes_gets_its_distributed_environment_from_submitit(
 
 
 def test_the_readme_slurm_example_is_the_paper_grid_on_four_gpus_per_run(
-    tmp_path, fake_slurm, monkeypatch, capsys
+    tmp_path, fake_slurm, monkeypatch, mile_cli
 ):
     file = Path(__file__).resolve().parents[2] / "configs" / "sweeps" / "slurm" / "paper-4gpu.yaml"
     presets = [yaml.safe_load(p.read_text())["plan"] for p in (file.parents[2] / "paper").glob("*.yaml")]
@@ -292,11 +277,11 @@ def test_the_readme_slurm_example_is_the_paper_grid_on_four_gpus_per_run(
     assert report[:2] == ["mile", "report"]
     monkeypatch.chdir(file.parents[3])
     out_dir = ["--output-dir", str(tmp_path / "out")]
-    code, out, err = run_mile([*submit[1:], *out_dir], monkeypatch, capsys)
+    code, out, err = mile_cli(*submit[1:], *out_dir)
     assert code == 0 and "submitted job array 4242, 23 task(s)" in out, out + err
     assert "#SBATCH --partition=a100" in (fake_slurm / "array.sh").read_text()  # the command line wins
     (fake_slurm / "sacct.out").write_text("".join(f"4242_{i}|COMPLETED|01:00:00\n" for i in range(23)))
-    code, out, _ = run_mile([*follow[1:], *out_dir], monkeypatch, capsys)  # --wait: the array has ended...
+    code, out, _ = mile_cli(*follow[1:], *out_dir)  # --wait: the array has ended...
     assert code == 1 and "23 not started" in out  # ...but no run is done (the fake cluster trained nothing)
     script = (fake_slurm / "array.sh").read_text()
     for line in ("#SBATCH --array=0-22%6", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4"):
