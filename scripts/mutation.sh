@@ -22,8 +22,8 @@ targets=(
 )
 if [[ "${1:-}" == "--slow" ]]; then
   targets+=(
-    "mile/tuning/accounting.py|tests/tuning/test_handle.py tests/tuning/test_methods.py"
-    "mile/engine/checkpoint.py|tests/engine/test_checkpoint.py tests/engine/test_train_failures.py"
+    "mile/tuning/accounting.py|tests/tuning/test_handle.py tests/tuning/test_presets.py"
+    "mile/engine/checkpoint.py|tests/engine/test_checkpoint.py"
     "mile/engine/accelerator.py|tests/engine/test_distributed.py tests/engine/test_train.py"
   )
 fi
@@ -40,7 +40,7 @@ for target in "${targets[@]}"; do
     echo "[tool.mutmut]"
     echo "source_paths = [\"$module\"]"
     echo "pytest_add_cli_args_test_selection = [$(printf '"%s", ' $tests)]"
-    echo 'also_copy = ["mile", "tests"]'
+    echo 'also_copy = ["mile", "tests", "configs"]'
   } >> "$clone/pyproject.toml"
   echo "== $module (tests: $tests)"
   (cd "$clone" && MILE_SHARED="$shared" mutmut run --max-children "$(nproc)" > mutmut.log 2>&1 || true)

@@ -52,19 +52,27 @@ def rank_answers(
     top = first.topk(k, dim=-1).indices  # (B, k)
     rows = torch.arange(states.shape[0], device=states.device).repeat_interleave(k)
     pairs = top.reshape(-1)
-    scores = torch.cat(
-        [
-            _log_likelihood(model, states[r], question_mask[r], candidate_ids[c], candidate_mask[c])
-            for r, c in zip(rows.split(chunk), pairs.split(chunk), strict=True)
-        ]
-    ).view(-1, k)
-    order = scores.argsort(dim=-1, descending=True)
+    # shortest candidates first, so that each chunk is padded only to its own longest answer
+    by_length = candidate_mask.sum(dim=1)[pairs].argsort(stable=True)
+    scores = torch.empty(pairs.shape[0], device=states.device)
+    for part in by_length.split(chunk):
+        r, c = rows[part], pairs[part]
+        scores[part] = _log_likelihood(
+            model, states[r], question_mask[r], candidate_ids[c], candidate_mask[c]
+        )
+    scores = scores.view(-1, k)
+    order = scores.argsort(dim=-1, descending=True, stable=True)
     top, scores = top.gather(1, order), scores.gather(1, order)
     return Ranked(best=top[:, 0], top=top, scores=scores)
 
 
 def _log_likelihood(model: MileModel, states: Tensor, mask: Tensor, ids: Tensor, ids_mask: Tensor) -> Tensor:
-    """(N,) summed log-probability of each answer (its tokens after [DEC]) given its question states."""
-    logits = model.text_decoder.logits(model.text_decoder(ids, ids_mask, context=states, context_mask=mask))
-    nll = model.answer_loss(logits, ids, ids_mask, label_smoothing=0.0, reduction="none")
-    return -nll.view(ids.shape[0], -1).sum(dim=-1)
+    """(N,) summed log-probability of each answer (its tokens after [DEC]) given its question states. The LM head,
+    as costly as the decoder's layers together, runs only where there is a token to predict."""
+    width = int(ids_mask.sum(dim=1).max())
+    ids, ids_mask = ids[:, :width], ids_mask[:, :width]
+    hidden = model.text_decoder(ids, ids_mask, context=states, context_mask=mask)[:, :-1]  # (N, L-1, D)
+    where = ids_mask[:, 1:].bool()
+    log_probs = F.log_softmax(model.text_decoder.logits(hidden[where]).float(), dim=-1)  # (M, V)
+    token = log_probs.gather(1, ids[:, 1:][where][:, None]).squeeze(1)  # (M,)
+    return torch.zeros(ids.shape[0], device=ids.device).index_add_(0, where.nonzero()[:, 0], token)

@@ -40,6 +40,22 @@ def test_tied_parameters_count_once():
     assert counts["towers"]["text_decoder"]["params"] == 137_881_148
 
 
+def test_parameters_outside_the_towers_count_as_other_and_an_empty_model_is_zero(base):
+    model = fresh(base)
+    model.probe_head = torch.nn.Linear(3, 2)  # 8 parameters that belong to no tower, trained
+    model.probe_head.bias.requires_grad_(False)
+    counts = count_parameters(model)
+    assert list(counts["towers"]) == ["vision", "text_encoder", "text_decoder", "other"]
+    assert counts["towers"]["other"] == {"params": 8, "trainable": 6}
+    assert counts["total"] == _numel(base) + 8 and counts["trainable"] == _numel(base) + 6
+    assert count_parameters(torch.nn.Module()) == {
+        "towers": {},
+        "total": 0,
+        "trainable": 0,
+        "trainable_pct": 0.0,
+    }
+
+
 def test_extra_trainable_parameters_train_and_save_beside_the_adapter(base, batch, tmp_path):
     model = fresh(base)
     plan = {
