@@ -161,3 +161,130 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, mon
         save_checkpoint(tmp_path / "ck", handle, optimizer, scheduler, Progress(step=2))
     assert latest_checkpoint(tmp_path / "ck") == first
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["last", first.name]  # no partial folder
+
+
+def test_only_the_newest_checkpoint_is_kept(tmp_path):
+    handle, optimizer, scheduler = _parts()
+    for step in (1, 2, 3):
+        newest = save_checkpoint(tmp_path / "ck", handle, optimizer, scheduler, Progress(step=step))
+    assert (
+        sorted(p.name for p in (tmp_path / "ck").iterdir())
+        == ["last", newest.name]
+        == ["last", "step-00000003-b0"]
+    )
+
+
+class _Runs:
+    """Pickles to a call that makes a folder: what a hostile optimizer.pt could do on an unsafe load."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+def test_an_optimizer_file_that_would_run_code_is_refused_even_with_a_matching_manifest(tmp_path):
+    from mile.atomic import sha256_file
+
+    path, _, parts = _saved(tmp_path)
+    marker = tmp_path / "the-pickle-ran"
+    torch.save({"optimizer": _Runs(marker)}, path / "optimizer.pt")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["optimizer.pt"] = sha256_file(path / "optimizer.pt")  # digests alone do not stop a planted file
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} cannot be read \(UnpicklingError: "):
+        load_checkpoint(path, *parts)
+    assert not marker.exists()  # torch.load(weights_only=True) never ran it
+
+
+def test_last_may_only_name_a_checkpoint_folder_of_its_own_directory(tmp_path):
+    path, _, _ = _saved(tmp_path)
+    ck = path.parent
+    for name in (".step-00000003-b0.tmp", "nested/step-1"):  # a half-written folder; one in a subfolder
+        (ck / name).mkdir(parents=True)
+        (ck / name / "manifest.json").write_text("{}")
+        (ck / "last").write_text(name)
+        with pytest.raises(CheckpointError, match=f"names {name!r}, which is not a checkpoint"):
+            latest_checkpoint(ck)
+
+
+def test_a_folder_with_a_bad_manifest_is_refused_saying_why(tmp_path):
+    from mile.engine.checkpoint import verify_folder
+
+    with pytest.raises(
+        CheckpointError, match=r"nowhere: not a complete folder written by mile train \(it is missing\)"
+    ):
+        verify_folder(tmp_path / "nowhere")
+    for text, why in [("{not json", "cannot be read"), ('["a"]', "is not a manifest of digests"),
+                      ('{"a": 1}', "is not a manifest of digests")]:  # fmt: skip
+        (tmp_path / "manifest.json").write_text(text)
+        with pytest.raises(CheckpointError, match=rf"manifest.json {why}.*restart the run from scratch"):
+            verify_folder(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"../outside": "0"}')  # a digest may not reach out of its folder
+    (tmp_path.parent / "outside").write_text("x")
+    with pytest.raises(CheckpointError, match=r"outside is missing"):
+        verify_folder(tmp_path)
+
+
+def test_the_non_finite_error_names_what_was_not_written_and_three_tensors(tmp_path):
+    handle, optimizer, scheduler = _parts()
+    with torch.no_grad():
+        bad = [(n, p) for n, p in handle.model.named_parameters() if p.requires_grad][:4]
+        for _, p in bad:
+            p.view(-1)[0] = float("inf")
+    names = ", ".join(n for n, _ in bad[:3])
+    with pytest.raises(
+        NonFiniteWeights, match=rf"4 of \d+ .* \(e.g. {names}\); checkpoint step-00000002-b0 was"
+    ):
+        save_checkpoint(tmp_path / "ck", handle, optimizer, scheduler, Progress(step=2))
+    with pytest.raises(NonFiniteWeights, match=rf"{tmp_path / 'weights'} was not written"):
+        save_weights(handle, tmp_path / "weights")
+
+
+def test_a_methods_training_state_travels_with_the_checkpoint(tmp_path, monkeypatch):
+    """What a method needs besides its parameters (AdaLoRA's importance scores) is saved and handed back."""
+    handle, optimizer, scheduler = _parts()
+    state = {"text_decoder": {"scores": torch.arange(3.0)}}
+    monkeypatch.setattr(handle, "training_state", lambda: state)
+    path = save_checkpoint(tmp_path / "ck", handle, optimizer, scheduler, Progress(step=1))
+    other, optimizer, scheduler = _parts(seed=1)
+    got = []
+    monkeypatch.setattr(other, "load_training_state", got.append)
+    load_checkpoint(path, other, optimizer, scheduler)
+    assert len(got) == 1 and torch.equal(got[0]["text_decoder"]["scores"], torch.arange(3.0))
+
+
+def test_weights_that_cannot_be_renamed_into_place_leave_the_old_ones(tmp_path, monkeypatch):
+    handle, _, _ = _parts()
+    target = save_weights(handle, tmp_path / "weights")
+    before = (target / "manifest.json").read_text()
+    save_weights(handle, target)  # overwriting works and leaves nothing behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+    real = type(target).rename
+
+    def rename(self, to):
+        if (
+            self.name == ".weights.tmp"
+        ):  # the new folder's move into place fails, after the old one moved aside
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, to)
+
+    monkeypatch.setattr(type(target), "rename", rename)
+    with torch.no_grad():
+        next(p for p in handle.model.parameters() if p.requires_grad).add_(1.0)
+    with pytest.raises(WriteError, match="No space left on device"):
+        save_weights(handle, target)
+    assert (target / "manifest.json").read_text() == before  # the old weights, back in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+def test_a_temp_folder_left_by_a_crash_does_not_block_the_next_write(tmp_path):
+    handle, _, _ = _parts()
+    for stale in (".weights.tmp", ".weights.old.tmp"):  # a process killed mid-write left these
+        (tmp_path / stale / "junk").mkdir(parents=True)
+    save_weights(handle, tmp_path / "weights")
+    load_weights(handle, tmp_path / "weights")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
