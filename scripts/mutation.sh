@@ -4,7 +4,7 @@
 # cannot see. Run from the repository root with the project's virtual environment active:
 #
 #   bash scripts/mutation.sh              # the fast set (seconds to a few minutes each)
-#   bash scripts/mutation.sh --slow       # also accounting, checkpoint.py and the training loop (an hour+)
+#   bash scripts/mutation.sh --slow       # also accounting, checkpoint.py and the accelerator (minutes each)
 #
 # Works in a scratch clone (mutmut writes mutants/ and rewrites files there), prints each module's tally and
 # the surviving mutants; docs/mutation.md lists the survivors we judged equivalent, with the reason.
@@ -24,7 +24,7 @@ if [[ "${1:-}" == "--slow" ]]; then
   targets+=(
     "mile/tuning/accounting.py|tests/tuning/test_handle.py tests/tuning/test_presets.py"
     "mile/engine/checkpoint.py|tests/engine/test_checkpoint.py"
-    "mile/engine/accelerator.py|tests/engine/test_distributed.py tests/engine/test_train.py"
+    "mile/engine/accelerator.py|tests/engine/test_accelerator.py tests/engine/test_precision.py"
   )
 fi
 
