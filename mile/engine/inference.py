@@ -74,9 +74,7 @@ def answer(session: Session, image: str, questions: list[str], num_beams: int | 
 
     Raises DataError for a blank question or an unreadable image, ConfigError for a beam count out of bounds."""
     generation = session.config.eval.generation(num_beams)  # checked before the image is read
-    check_questions(session.tokenizer, questions)
-    pixels = session.transform(train=False)(image)[None].expand(len(questions), -1, -1, -1)
-    ids, mask = session.tokenizer.encode_questions(questions)
+    pixels, ids, mask = _inputs(session, image, questions)
     with cpu_precision(session).autocast():
         out = generate(session.model, ids, mask, pixels=pixels, config=generation)
     return session.tokenizer.decode(out)
@@ -88,10 +86,8 @@ def ranked_answers(
 ) -> list[list[tuple[str, float]]]:
     """The `top` candidate answers (eval.answer_list, or the training split's) for each question about `image`,
     with their log-likelihoods (nats), best first."""
-    check_questions(session.tokenizer, questions)
+    pixels, ids, mask = _inputs(session, image, questions)
     candidates = answer_candidates(session.config)
-    pixels = session.transform(train=False)(image)[None].expand(len(questions), -1, -1, -1)
-    ids, mask = session.tokenizer.encode_questions(questions)
     answer_ids, answer_mask = session.tokenizer.encode_answers(candidates)
     k = max(top, session.config.eval.rank_top_k)
     with cpu_precision(session).autocast():
@@ -100,6 +96,13 @@ def ranked_answers(
         [(candidates[i], score) for i, score in zip(row[:top].tolist(), scores[:top].tolist(), strict=True)]
         for row, scores in zip(ranked.top, ranked.scores, strict=True)
     ]
+
+
+def _inputs(session: Session, image: str, questions: list[str]) -> tuple[torch.Tensor, ...]:
+    """The image once per question, and the questions as ids and mask (checked first: none may be blank)."""
+    check_questions(session.tokenizer, questions)
+    pixels = session.transform(train=False)(image)[None].expand(len(questions), -1, -1, -1)
+    return (pixels, *session.tokenizer.encode_questions(questions))
 
 
 def check_questions(tokenizer: MileTokenizer, questions: list[str]) -> None:
