@@ -217,13 +217,14 @@ def test_launcher_options_are_validated_with_the_key_and_the_cli_wins(tmp_path):
     typo = load_sweep(write_sweep(tmp_path / "x", tmp_path / "out", launcher={"partion": "a"}))
     with pytest.raises(SweepError, match=r"launcher.partion: Extra inputs are not permitted"):
         launcher_config(typo, {})
-    assert [minutes_of(v) for v in (90, "90", "1:30", "01:30:00", "1-00:00", "0:00:30")] == [
+    assert [minutes_of(v) for v in (90, "90", "1:30", "01:30:00", "1-00:00", "0:00:30", "0:01:30")] == [
         90,
         90,
         90,
         90,
         1440,
         1,
+        2,  # 1 min 30 s: SLURM rounds up, so do we
     ]
 
 
