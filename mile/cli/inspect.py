@@ -21,7 +21,8 @@ def modules_command(config: Path | None, overrides: list[str], as_json: bool, de
     if as_json:
         typer.echo(json.dumps(counts, indent=2))
         return
-    typer.echo(f"plan {handle.plan.notation()}  (image size {built.model.config.vision.image_size} px)\n")
+    typer.echo(f"plan {handle.plan.notation()}  (image size {built.model.config.vision.image_size} px)")
+    typer.echo(built.report.summary() + "\n")  # what came from the checkpoint, what starts fresh
     typer.echo(tree(built.model, depth) + "\n")
     for tower, names in handle.targets().items():
         shown = ", ".join(names[:6]) + (f", ... ({len(names)} modules)" if len(names) > 6 else "")

@@ -184,6 +184,18 @@ def test_modules_json_schema():
     assert data["towers"]["vision"]["trainable"] == 0 and 0 < data["trainable_pct"] < 100
 
 
+def test_modules_prints_the_load_report(shared_dir):
+    # mile-small composed from DINOv2 + MiniLM: the cross-attention and the [ENC]/[DEC] rows start fresh
+    proc = mile(
+        "modules", "--config", "configs/slake/mile-small.yaml", "--depth", "1", cwd=Path(__file__).parents[2]
+    )
+    lines = proc.stdout.splitlines()
+    loaded = next(x for x in lines if x.startswith("loaded "))
+    assert int(loaded.split()[1]) > 100 and "dinov2-small" in loaded and "minilm" in loaded
+    fresh = next(x for x in lines if x.startswith("newly initialised: "))
+    assert "cross_attn" in fresh and "(125 in all)" in fresh
+
+
 def test_bad_config_is_one_clear_message_and_exit_code_2(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("train: {lr: -1, epochs: x}\nplan: {vision: lorra}\n")

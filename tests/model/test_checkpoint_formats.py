@@ -122,6 +122,41 @@ def test_offline_hub_id_fails_clearly(monkeypatch):
         load_hf_blip("nonexistent-org/blip-vqa-none")
 
 
+@pytest.mark.parametrize("has_safetensors", [True, False])
+def test_hub_fetch_takes_one_copy_of_the_weights(hf_blip_dir, monkeypatch, tmp_path, has_safetensors):
+    # blip-vqa-base holds model.safetensors and pytorch_model.bin (the same 1.5 GB twice): fetch only one
+    import fnmatch
+    import shutil
+
+    import huggingface_hub
+
+    source = tmp_path / "repo"
+    shutil.copytree(hf_blip_dir[0], source)
+    if not has_safetensors:
+        state = read_weights(source / "model.safetensors")
+        torch.save(state, source / "pytorch_model.bin")
+        (source / "model.safetensors").unlink()
+    else:
+        torch.save({}, source / "pytorch_model.bin")  # a copy that must not be fetched
+    fetched = tmp_path / "fetched"
+
+    def fake_download(repo_id, allow_patterns):
+        fetched.mkdir()
+        for f in source.iterdir():
+            if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns):
+                shutil.copy(f, fetched / f.name)
+        return str(fetched)
+
+    monkeypatch.setattr(
+        huggingface_hub, "list_repo_files", lambda repo_id: [f.name for f in source.iterdir()]
+    )
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    load_hf_blip("some-org/blip-vqa-tiny")
+    names = sorted(f.name for f in fetched.iterdir())
+    weights = ["model.safetensors"] if has_safetensors else ["pytorch_model.bin"]
+    assert names == sorted(["config.json", *weights])
+
+
 def test_unknown_init_kind_lists_choices():
     with pytest.raises(ValueError, match="valid kinds"):
         build("timm")

@@ -11,8 +11,16 @@ from mile.model.checkpoints.state import CheckpointError, LoadReport, find_weigh
 from mile.model.config import MileConfig, TextConfig, VisionConfig
 from mile.model.mile import MileModel
 
-HUB_FILES = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer*.json",
-             "special_tokens_map.json"]  # fmt: skip
+HUB_FILES = ["config.json", "vocab.txt", "tokenizer*.json", "special_tokens_map.json"]
+
+
+def hub_weight_patterns(files: list[str]) -> list[str]:
+    """The weight files to fetch: safetensors where the repository has them (repositories such as
+    Salesforce/blip-vqa-base hold the same weights twice, so fetching both doubles the download), else the
+    pickled .bin (read with weights_only=True)."""
+    if any(f.endswith(".safetensors") for f in files):
+        return ["*.safetensors"]
+    return ["pytorch_model.bin"]
 
 
 def resolve_dir(path_or_id: str) -> Path:
@@ -23,9 +31,10 @@ def resolve_dir(path_or_id: str) -> Path:
     if path.exists() or path_or_id.count("/") != 1 or path_or_id.startswith((".", "/", "~")):
         raise CheckpointError(f"checkpoint directory {path_or_id} not found")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import list_repo_files, snapshot_download
 
-        return Path(snapshot_download(path_or_id, allow_patterns=HUB_FILES))
+        weights = hub_weight_patterns(list_repo_files(path_or_id))
+        return Path(snapshot_download(path_or_id, allow_patterns=HUB_FILES + weights))
     except Exception as exc:
         raise CheckpointError(
             f"{path_or_id!r} is not a local directory and could not be downloaded from the Hugging Face hub "
