@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mile.errors import MileError
 from mile.instruct.registry import dataset_names
@@ -103,6 +103,20 @@ class DataSection(Section):
     leaks: Literal["refuse", "drop", "allow"] = "refuse"  # instruction records repeating evaluation questions
 
 
+STOPPING_METRICS = Literal["global", "yesno.closed", "yesno.open", "answer_type.closed", "answer_type.open"]
+
+
+class EarlyStoppingSection(Section):
+    """Stop when an evaluation split's metric has not improved for `patience` evaluations, and keep the weights
+    of the best evaluation (engine/early_stopping.py)."""
+
+    # the metric of eval/epoch-N/<split>/metrics.json; closed / open name their rule
+    metric: STOPPING_METRICS = "global"
+    split: str | None = None  # None: the first of data.eval_splits
+    patience: int = Field(default=2, ge=1, le=100_000)  # evaluations without improvement before stopping
+    min_delta: float = Field(default=0.0, ge=0, lt=1)  # an improvement must exceed this (accuracy, 0-1)
+
+
 class TrainSection(Section):
     epochs: int = Field(default=10, ge=0, le=100_000)
     batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
@@ -116,6 +130,7 @@ class TrainSection(Section):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy's seed range
     eval_every: int = Field(default=0, ge=0, le=100_000)  # epochs between evaluations; 0: only after training
+    early_stopping: EarlyStoppingSection | None = None  # needs eval_every >= 1 (the epochs it compares)
     # auto: bf16 autocast where the hardware multiplies bf16 natively (CUDA with bf16, CPUs with AVX512_BF16 or
     # AMX), else fp32; fp16 needs a CUDA GPU. The choice and its reason go to env.json (engine/precision.py).
     mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -175,6 +190,21 @@ class Config(Section):
     @classmethod
     def _plan_notation(cls, value: Any) -> Any:
         return _plan_towers(value)  # `plan: F-IA3-IA3` in a file that nothing was merged into
+
+    @model_validator(mode="after")
+    def _early_stopping_split(self) -> Config:
+        stop = self.train.early_stopping
+        if stop is None:
+            return self
+        if not self.train.eval_every:
+            raise ValueError("train.early_stopping compares evaluations: set train.eval_every (e.g. 1)")
+        if not self.data.eval_splits:
+            raise ValueError("train.early_stopping needs an evaluation split: data.eval_splits is empty")
+        if stop.split is not None and stop.split not in self.data.eval_splits:
+            raise ValueError(
+                f"train.early_stopping.split {stop.split!r} is not one of data.eval_splits {self.data.eval_splits}"
+            )
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude={"extends"}), sort_keys=False)
@@ -253,7 +283,9 @@ def validation_problems(exc: ValidationError) -> dict[str, str]:
     problems = {}
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
+        if not err["loc"]:  # a check across sections (Config's own validators): its message names the keys
+            problems["config"] = err["msg"].removeprefix("Value error, ")
+        elif err["type"] == "extra_forbidden":
             problems[key] = f"unknown key{_valid_keys(err['loc'])}"
         else:
             problems[key] = f"{err['msg']} (got {err.get('input')!r})"

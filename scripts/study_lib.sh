@@ -8,13 +8,13 @@
 records=docs/study/runs
 study=configs/sweeps/mile-small/study.yaml
 
-# keep RUN_DIR [AS]: copy the run's record (everything but checkpoints/, weights/ and tb/) to $records/AS
+# keep RUN_DIR [AS]: copy the run's record (everything but checkpoints/, weights/, best/ and tb/) to $records/AS
 # (default: its path under runs/)
 keep() {
   local run=${1%/}
   local dest=$records/${2:-${run#runs/}}
   rm -rf "$dest" && mkdir -p "$dest"
-  tar -C "$run" -cf - --exclude=./checkpoints --exclude=./weights --exclude=./tb . | tar -C "$dest" -xf -
+  tar -C "$run" -cf - --exclude=./checkpoints --exclude=./weights --exclude=./best --exclude=./tb . | tar -C "$dest" -xf -
   [ -z "${STUDY_COMMIT:-}" ] || commit_record "$dest"
 }
 

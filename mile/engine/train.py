@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -32,6 +32,7 @@ from mile.engine.checkpoint import (
     save_weights,
 )
 from mile.engine.datasets import load_run_data, prompt_chooser
+from mile.engine.early_stopping import EarlyStopping
 from mile.engine.evaluate import evaluate_splits
 from mile.engine.features import FeatureCache, feature_cache
 from mile.engine.measure import Meter
@@ -116,6 +117,7 @@ class Trainer:
             self.optimizer, t, math.ceil(len(self.loader) / t.grad_accum) * t.epochs
         )
         self.progress = Progress()
+        self.stopping = EarlyStopping(cfg, run) if t.early_stopping else None
         self.meter = Meter(accelerator.device)
         self.writer = None  # TensorBoard, opened by fit on the main process
         self.bar = None  # the epoch's progress bar
@@ -139,16 +141,20 @@ class Trainer:
             self.writer = SummaryWriter(log_dir=str(self.run / "tb"), purge_step=self.progress.step + 1)
         self._before = (self.progress.wall_s, self.progress.samples)
         with self.meter:
-            if self.progress.batches_done == 0:  # an epoch's evaluation the last process did not finish
-                self._epoch_evaluation(evals, self.progress.epoch)
+            # an epoch's evaluation (and stopping decision) the last process did not finish
+            stop = self.progress.batches_done == 0 and self._epoch_evaluation(evals, self.progress.epoch)
             for epoch in range(self.progress.epoch, t.epochs):
+                if stop:
+                    break
                 self.progress.epoch = epoch
                 self._epoch()
                 self.progress.epoch, self.progress.batches_done = epoch + 1, 0
                 self._checkpoint()
-                self._epoch_evaluation(evals, epoch + 1)
+                stop = self._epoch_evaluation(evals, epoch + 1)
         if self.writer is not None:
             self.writer.close()
+        if self.stopping is not None:
+            self._restore_best()
         if acc.is_main_process:
             with self._saving():
                 save_weights(self.session.tuning, self.run.weights)
@@ -161,15 +167,44 @@ class Trainer:
         p = self.progress = load_checkpoint(last, self.session.tuning, self.optimizer, self.scheduler)
         self.run.log(f"resumed from {last} at epoch {p.epoch + 1}, batch {p.batches_done}, step {p.step}")
 
-    def _epoch_evaluation(self, evals: dict, epochs_done: int) -> None:
+    def _epoch_evaluation(self, evals: dict, epochs_done: int) -> bool:
         """Evaluate after `epochs_done` epochs when train.eval_every asks for it and it is not on disk yet (a
-        resumed run redoes one its last process did not finish; the weights are those of the checkpoint)."""
-        every, name = self.t.eval_every, f"epoch-{epochs_done}"
-        if not every or not epochs_done or epochs_done % every or epochs_done >= self.t.epochs:
-            return
-        if all((self.run.path / "eval" / name / split / "metrics.json").is_file() for split in evals):
-            return
-        evaluate_splits(self.cfg, self.session, evals, self.run, self.accelerator, name, self.cache)
+        resumed run redoes one its last process did not finish; the weights are those of the checkpoint).
+        With early stopping the last epoch is evaluated too, and the return value says whether to stop."""
+        every, name, last = self.t.eval_every, f"epoch-{epochs_done}", epochs_done >= self.t.epochs
+        due = epochs_done % every == 0 or (last and self.stopping is not None) if every else False
+        if not epochs_done or not due or (last and self.stopping is None):
+            return False
+        if not all((self.run.path / "eval" / name / split / "metrics.json").is_file() for split in evals):
+            evaluate_splits(self.cfg, self.session, evals, self.run, self.accelerator, name, self.cache)
+        return self._early_stopping(epochs_done)
+
+    def _early_stopping(self, epochs_done: int) -> bool:
+        """Keep the weights if this evaluation is the best; the main process decides, every process follows."""
+        if self.stopping is None:
+            return False
+        stop = [False]
+        if self.accelerator.is_main_process:
+            decision = self.stopping.decide(epochs_done)
+            if decision is not None:
+                with self._saving():
+                    self.stopping.keep_best(decision, self.session.tuning, epochs_done)
+                self.run.log(self.stopping.describe(decision, epochs_done))
+                stop = [decision.stop]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(stop)
+        return stop[0]
+
+    def _restore_best(self) -> None:
+        """Leave the model with the best evaluation's weights (every process loads them)."""
+        self.accelerator.wait_for_everyone()
+        best = self.stopping.best_epoch()
+        if best is not None and best != self.progress.epoch:
+            self.stopping.restore_best(self.session.tuning)
+            if self.accelerator.is_main_process:
+                self.run.log(
+                    f"early stopping: restored the weights of epoch {best} (trained {self.progress.epoch})"
+                )
 
     def _checkpoint(self) -> None:
         p = self.progress
@@ -282,4 +317,9 @@ class Trainer:
             usage["samples_per_s"] = round(usage["samples"] / usage["wall_s"], 3)
             usage["resumed"] = True
         usage["feature_cache"] = self.cache.stats() if self.cache else None
+        if self.stopping is not None:
+            decision = self.stopping.decide(p.epoch)
+            usage["epochs"] = p.epoch  # trained; train.epochs was the most it could have been
+            usage["early_stopping"] = {"split": self.stopping.split, "metric": self.stopping.section.metric,
+                                       **(asdict(decision) if decision else {})}  # fmt: skip
         return usage
