@@ -123,6 +123,9 @@ class TrainSection(Section):
     lr: float = Field(default=2e-5, gt=0)
     lr_adapters: float | None = Field(default=None, gt=0)  # for parameters a PEFT plan adds; None: lr
     lr_new: float | None = Field(default=None, gt=0)  # weights the checkpoint lacked (random init); None: lr
+    # layer-wise decay of the ViT's rates (e.g. 0.75): block i of L trains at rate * decay^(L - i), embeddings at
+    # rate * decay^(L + 1); the final norm and the text towers keep their rate. None: no decay
+    layer_decay: float | None = Field(default=None, gt=0, le=1)
     weight_decay: float = Field(default=0.05, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)

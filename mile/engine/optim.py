@@ -18,23 +18,39 @@ def param_groups(model: nn.Module, cfg: TrainSection, adapters: set[str], fresh:
     checkpoint did not provide and that start random, e.g. a composed model's cross-attention (`lr_new`), and
     pretrained ones (`lr`). Frozen parameters are left out, so the optimizer holds no state for them."""
     rates = {"adapter": cfg.lr_adapters or cfg.lr, "new": cfg.lr_new or cfg.lr, "base": cfg.lr}
-    groups: dict[tuple[str, bool], list] = {}
+    depth = len(getattr(getattr(model, "vision", None), "blocks", ()))
+    groups: dict[tuple[str, bool, int], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = param.dim() > 1 and not name.endswith(("pos_embed", "cls_token"))
         base_name = name.replace(".base_layer.", ".")  # peft wraps a targeted Linear as `<name>.base_layer`
         role = "adapter" if name in adapters else "new" if base_name in fresh else "base"
-        groups.setdefault((role, decay), []).append(param)
+        below = vision_layers_below_top(name, depth) if cfg.layer_decay is not None else 0
+        groups.setdefault((role, decay, below), []).append(param)
     return [
         {
             "params": params,
             "weight_decay": cfg.weight_decay if decay else 0.0,
-            "lr": rates[role],
+            "lr": rates[role] * (cfg.layer_decay**below if below else 1.0),
             "role": role,
         }
-        for (role, decay), params in sorted(groups.items())
+        for (role, decay, below), params in sorted(groups.items())
     ]
+
+
+def vision_layers_below_top(name: str, depth: int) -> int:
+    """Layer-wise learning-rate decay (BEiT, DINOv2 fine-tuning): how many layers a vision parameter sits below
+    the top. Block i of `depth` is depth - i, the patch and position embeddings and class token depth + 1; the
+    final norm, and everything outside the vision tower, 0 (its rate is not decayed)."""
+    parts = name.split(".")
+    if parts[0] != "vision":
+        return 0
+    if len(parts) > 2 and parts[1] == "blocks" and parts[2].isdigit():
+        return depth - int(parts[2])
+    if parts[1] in ("patch_embed", "pos_embed", "cls_token"):
+        return depth + 1
+    return 0
 
 
 def make_optimizer(

@@ -9,7 +9,9 @@ ACL 2022. https://arxiv.org/abs/2106.10199 (bias-only)
 - `bitfit`: the `bias` parameters owned by the targeted modules (default `*`: every bias of the tower, LayerNorm
   and LM-head biases included);
 - `attention`: every parameter of the targeted attentions (q, k, v, o of self- and cross-attention);
-- `ffn`: every parameter of the targeted feed-forward blocks (fc1, fc2).
+- `ffn`: every parameter of the targeted feed-forward blocks (fc1, fc2);
+- `blocks`: every parameter of the tower's transformer blocks, kept to some with `layers` (e.g. `{method:
+  blocks, layers: [-4, -3, -2, -1]}`: the last four, the usual "fine-tune the top of the ViT").
 
 These change base weights, so `disable` cannot bring the base model back and there is nothing to merge.
 Compare peft's `ln_tuning`, which trains a copy of each LayerNorm and can be disabled.
@@ -21,11 +23,14 @@ from torch import nn
 
 from mile.tuning.base import Applied, MethodCall
 
-PARTIAL = {  # name -> (notation token, default targets, which of the targets' parameters: MethodInfo.trains)
+# name -> (notation token, default targets (per tower kind where they differ), which of the targets' parameters:
+# MethodInfo.trains)
+PARTIAL = {
     "layernorm": ("LN", ("type:LayerNorm",), "all"),
     "bitfit": ("BitFit", ("*",), "bias"),
     "attention": ("Attn", ("type:Attention",), "all"),
     "ffn": ("FFN", ("type:Mlp",), "all"),
+    "blocks": ("Blocks", {"vision": ("type:VisionBlock",), "text": ("type:TextLayer",)}, "all"),
 }
 
 

@@ -111,7 +111,7 @@ def methods() -> dict[str, MethodInfo]:
     pfeiffer = {"vision": ("*.mlp",), "text": ("*.mlp",)}
     out["pfeiffer"] = _native("pfeiffer", "Pfeiffer", AdapterOptions, pfeiffer, apply_adapters)
     for name, (abbrev, targets, trains) in PARTIAL.items():
-        both = {"vision": targets, "text": targets}
+        both = targets if isinstance(targets, dict) else {"vision": targets, "text": targets}
         out[name] = MethodInfo(name, "partial", abbrev, both, frozenset(), apply=apply_partial, trains=trains)
     return out
 

@@ -68,6 +68,12 @@ CASES = [
     Case("bitfit-enc", "text_encoder", "bitfit", L * (8 * D + 3 * D + F + D) + D, removable=False),
     Case("attention-vit", "vision", "attention", L * (QKVO + 4 * D), removable=False),
     Case("ffn-dec", "text_decoder", "ffn", L * (2 * D * F + F + D), removable=False),
+    # the last vision block whole: attention, feed-forward, two LayerNorms
+    Case("blocks-vit-last", "vision", {"method": "blocks", "layers": [-1]},
+         QKVO + 4 * D + 2 * D * F + F + D + 2 * 2 * D, removable=False),
+    # every JTM layer: self- and cross-attention, feed-forward, three LayerNorms
+    Case("blocks-enc", "text_encoder", "blocks", L * (2 * (QKVO + 4 * D) + 2 * D * F + F + D + 3 * 2 * D),
+         removable=False),
 ]  # fmt: skip
 
 
