@@ -1,7 +1,7 @@
 """The compact plan notation of the paper's tables and of run names: `ViT-JTM-Dec`, one token per tower.
 
 Tokens: `F` (frozen), `T` (fully trained), or a method: `LoRA`, `DoRA`, `rsLoRA`, `IA3`, `LoHa`, `LoKr`, `AdaLoRA`,
-`VeRA`, `OFT`, `BOFT`, `LNTuning`, `Prefix`, `PTV2`, `Houlsby`, `Pfeiffer`, `LN`, `BitFit`, `Attn`, `FFN`, or any
+`VeRA`, `OFT`, `BOFT`, `LNTuning`, `Prefix`, `PTV2`, `Houlsby`, `Pfeiffer`, `LN`, `BitFit`, `Attn`, `FFN`, `Blocks`, or any
 other method's plan name; case does not matter when parsing. A method token gets the method's defaults (the
 paper's settings), changed by suffixes: `_r4` (rank `r`), `_p20` (`num_virtual_tokens`), `_rf8`
 (`reduction_factor`). The paper's row labels, with one rank after a space (`F-LoRA-LoRA r4`), parse too.
