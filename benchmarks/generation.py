@@ -64,7 +64,7 @@ def generate_no_cache(model: MileModel, q: Tensor, q_mask: Tensor, pixels: Tenso
     first = decoder.step(torch.full((q.shape[0],), model.config.bos_token_id))
     if config.num_beams == 1:
         return _greedy(decoder, first, model.config, config.max_new_tokens)
-    return _beam_search(decoder, first, model.config, config)
+    return _beam_search(decoder, first, model.config, config)[0][:, 0]
 
 
 def build(args: argparse.Namespace) -> tuple[MileModel, MileModel, TuningHandle]:

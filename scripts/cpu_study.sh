@@ -56,5 +56,5 @@ for plan in T-T-T F-T-T; do
 done
 
 # 4. the reports, from the kept records
-mile report $records/study/slake --out docs/study
+mile report $records/study/slake --out docs/study --html docs/study/report.html --images none   # no SLAKE images in git
 mile report $records/instruct --out docs/study/instruct --label dir   # rows named plain, a-direct, ...

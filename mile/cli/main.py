@@ -9,7 +9,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json  # noqa: E402
-from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -114,13 +113,26 @@ def predict(
 def export(
     run_dir: FinishedRun,
     out: Annotated[Path, typer.Argument(help="where to write the checkpoint")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="mile: our standalone checkpoint (LoRA-family adapters merged); peft: peft adapter folders per "
+            "tower over a base in our format; transformers: a BlipForQuestionAnswering folder (BLIP-shaped models)",
+        ),
+    ] = "mile",
 ) -> None:
-    """Write a run's model as a standalone checkpoint (LoRA-family adapters merged), loadable as init kind `mile`."""
-    from mile.engine.inference import export_run
+    """Write a run's model so that it can leave the run: our format, peft adapters, or transformers' BLIP."""
+    from mile.engine.export import export_run
     from mile.engine.rundir import RunDir
 
-    path = export_run(RunDir(run_dir), out)
-    typer.echo(f"exported {run_dir} to {path} (use: model.init.kind=mile model.init.path={path})")
+    path = export_run(RunDir(run_dir), out, fmt)
+    how = {
+        "mile": f"use: model.init.kind=mile model.init.path={path}",
+        "peft": f"loading: {path / 'README.md'}",
+        "transformers": f"use: BlipForQuestionAnswering.from_pretrained('{path}'), see docs/export.md",
+    }
+    typer.echo(f"exported {run_dir} to {path} ({how[fmt]})")
 
 
 @app.command()
@@ -138,15 +150,52 @@ def modules(
 
 @app.command()
 def demo(
-    output_dir: Annotated[Path, typer.Option(help="where the run directory goes")] = Path("runs"),
-    epochs: Annotated[int | None, typer.Option(help="override the demo's epoch count")] = None,
+    output_dir: Annotated[Path, typer.Option(help="the demo goes to OUTPUT_DIR/demo, emptied first")] = Path(
+        "runs"
+    ),
+    epochs: Annotated[
+        int | None, typer.Option(min=0, help="epochs per plan (with --build-checkpoint: of the pretraining)")
+    ] = None,
+    build_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="instead of the demo, rebuild its checkpoint into this folder from VQA-RAD (--vqa-rad) without "
+            "the demo's images; the pretraining run goes to OUTPUT_DIR/demo-pretrain"
+        ),
+    ] = None,
+    vqa_rad: Annotated[
+        Path | None,
+        typer.Option(
+            help="VQA-RAD's folder (trainset.json, testset.json, images/) for --build-checkpoint (default: "
+            "$MILE_SHARED/data/vqa_rad, MILE_SHARED defaulting to ../shared)"
+        ),
+    ] = None,
 ) -> None:
-    """Train and evaluate a tiny model on the bundled VQA-RAD subset: the whole pipeline, no downloads."""
-    from mile.cli.run import train_command
+    """Adapt a tiny pretrained model to the bundled VQA-RAD subset with three plans (F-T-T, F-LoRA-LoRA, T-T-T) and
+    compare them with the majority-answer baseline: the whole pipeline, no downloads, about 2 minutes on a CPU."""
+    import time
 
-    config = Path(str(resources.files("mile") / "resources" / "configs" / "demo.yaml"))
-    overrides = [f"run.output_dir={output_dir}"] + ([f"train.epochs={epochs}"] if epochs is not None else [])
-    train_command(config, overrides, None, resume=False)
+    from mile.engine.demo import SPLIT, run_demo
+    from mile.engine.demo_checkpoint import rebuild_checkpoint
+    from mile.report import write_report
+
+    start = time.perf_counter()
+    if build_checkpoint is not None:
+        overrides = [] if epochs is None else [f"train.epochs={epochs}"]
+        path = rebuild_checkpoint(
+            build_checkpoint, vqa_rad, output_dir / "demo-pretrain", overrides, typer.echo
+        )
+        typer.echo(f"wrote the demo checkpoint to {path} in {time.perf_counter() - start:.0f} s")
+        return
+    result = run_demo(output_dir, epochs, typer.echo)
+    report = write_report(result.root, split=SPLIT, baselines={result.baseline_name: result.baseline.metrics})
+    body = report.markdown.split("## Plots")[0]
+    typer.echo("\n" + body[body.index("| ") :].strip() + "\n")  # the table and its caption
+    typer.echo("\n".join(result.verdict()))
+    plots = ", ".join(f.name for f in report.files[2:])
+    typer.echo(f"report: {report.files[0]} (+ report.csv); plots: {plots} (same folder)")
+    typer.echo("runs: " + ", ".join(str(p) for p in result.runs.values()))
+    typer.echo(f"mile demo took {time.perf_counter() - start:.0f} s")
 
 
 L = {"rich_help_panel": "Where the runs train"}  # the launcher options, grouped in --help
@@ -220,11 +269,21 @@ def report(
             "names without a trailing -s<seed>)"
         ),
     ] = "config",
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="also write one self-contained HTML page (sortable table, plots, each run's questions, two-run "
+            "comparison) to this file, or to report.html in this folder"
+        ),
+    ] = None,
+    images: Annotated[
+        str, typer.Option(help="with --html: embed (a thumbnail of each question's image) or none")
+    ] = "embed",
 ) -> None:
     """Table (Markdown + CSV, the paper's layout, seeds aggregated) and plots over finished runs."""
     from mile.cli.report import report_command
 
-    report_command(directory, split, rule, out, label)
+    report_command(directory, split, rule, out, label, html, images)
 
 
 @app.command()
@@ -241,6 +300,26 @@ def compare(
     from mile.cli.report import compare_command
 
     compare_command(run_a, run_b, split, rule, as_json)
+
+
+@app.command("app")
+def app_command(
+    runs_dir: Annotated[
+        Path, typer.Argument(help="a directory of runs (finished runs with weights are offered)")
+    ],
+    host: Annotated[
+        str, typer.Option(help="address to serve on (127.0.0.1: this machine only)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to serve on")] = 7860,
+    report: Annotated[
+        Path | None, typer.Option(help="an HTML report (mile report --html) to show under Results")
+    ] = None,
+) -> None:
+    """A local web app (Gradio, the `app` extra): ask a trained run about an image; see its beams and ranked
+    candidates with their scores, and the report."""
+    from mile.app import launch
+
+    launch(runs_dir, host, port, report)
 
 
 @instruct_app.command("build")

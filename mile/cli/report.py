@@ -1,4 +1,5 @@
-"""`mile report` and `mile compare`: argument handling and printing around write_report / compare_runs."""
+"""`mile report` and `mile compare`: argument handling and printing around write_report / write_html /
+compare_runs."""
 
 from __future__ import annotations
 
@@ -12,11 +13,27 @@ from mile.report import compare, write_report
 
 
 def report_command(
-    directory: Path, split: str | None, rule: str, out: Path | None, label: str = "config"
+    directory: Path,
+    split: str | None,
+    rule: str,
+    out: Path | None,
+    label: str = "config",
+    html: Path | None = None,
+    images: str = "embed",
 ) -> None:
+    from mile.report.html import check_images, write_html
+
+    check_images(images)  # before anything is written
     report = write_report(directory, out, split, rule, label)
     typer.echo(report.markdown.split("## Plots")[0].rstrip() + "\n")
     typer.echo("wrote " + ", ".join(str(f) for f in report.files))
+    if html is not None:
+        page = write_html(report, directory, html, rule, images)
+        for note in page.notes:
+            typer.echo(f"html: {note}")
+        typer.echo(
+            f"wrote {page.file} ({page.file.stat().st_size / 1024:,.0f} KB, {page.n_questions} questions)"
+        )
 
 
 def compare_command(run_a: Path, run_b: Path, split: str | None, rule: str, as_json: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,11 +20,9 @@ from mile.engine.memory import tune_memory
 from mile.engine.precision import Precision, inference_precision
 from mile.engine.probe import probe_inputs
 from mile.engine.rundir import RunDir
-from mile.model.generation import generate
+from mile.model.generation import beam_hypotheses, generate
 from mile.model.ranking import rank_answers
-from mile.pretrained import save_pretrained
 from mile.tokenizer import MileTokenizer
-from mile.tuning.errors import PlanError
 
 
 def load_trained(run: RunDir, overrides: dict[str, Any] | None = None) -> Session:
@@ -78,6 +75,24 @@ def answer(session: Session, image: str, questions: list[str], num_beams: int | 
     with cpu_precision(session).autocast():
         out = generate(session.model, ids, mask, pixels=pixels, config=generation)
     return session.tokenizer.decode(out)
+
+
+@torch.no_grad()
+def beam_answers(
+    session: Session, image: str, questions: list[str], num_beams: int | None = None
+) -> list[list[tuple[str, float]]]:
+    """Every answer the beam search kept for each question, best first, with its score (log-likelihood per
+    token, nats); the first is what `answer` gives."""
+    generation = session.config.eval.generation(num_beams)
+    pixels, ids, mask = _inputs(session, image, questions)
+    with cpu_precision(session).autocast():
+        hypotheses, scores = beam_hypotheses(session.model, ids, mask, pixels, generation)
+    b, k, length = hypotheses.shape
+    texts = session.tokenizer.decode(hypotheses.view(b * k, length))
+    return [
+        [(texts[i * k + j], float(scores[i, j])) for j in range(k) if scores[i, j] > float("-inf")]
+        for i in range(b)
+    ]
 
 
 @torch.no_grad()
@@ -137,18 +152,3 @@ def probe_run(run: RunDir, split: str | None = None, limit: int = 0, seed: int =
     result = {"split": split, **result, "precision": precision.used}
     atomic_write_json(run.eval_dir(split) / "probe.json", result)
     return result
-
-
-def export_run(run: RunDir, directory: str | Path) -> Path:
-    """The run's model as a standalone checkpoint (our format + vocabulary): trained towers as they are, LoRA-
-    family adapters merged into the weights. Methods that cannot merge (prefixes, bottleneck adapters, ...)
-    would be lost, so such runs are refused."""
-    session = load_trained(run)
-    lossy = [t for t, a in session.tuning.applied.items() if a.added_parameters() and not a.mergeable]
-    if lossy:
-        raise PlanError(
-            f"{run.path}: the plan's method on {lossy} cannot be merged into the weights; use the run directory "
-            "itself (mile eval / predict) or its adapters (weights/) instead of an export"
-        )
-    model = session.tuning.unload(merge=True)
-    return save_pretrained(model, session.tokenizer, directory)

@@ -91,7 +91,24 @@ def generate(
     first = decoder.step(bos)  # every beam of a question starts identically: run it once per question
     if config.num_beams == 1:
         return _greedy(decoder, first, model.config, config.max_new_tokens)
-    return _beam_search(decoder, first, model.config, config)
+    return _beam_search(decoder, first, model.config, config)[0][:, 0]
+
+
+def beam_hypotheses(
+    model: MileModel,
+    question_ids: Tensor,
+    question_mask: Tensor,
+    pixels: Tensor,
+    config: GenerationConfig,
+) -> tuple[Tensor, Tensor]:
+    """Every finished hypothesis of the beam search, best first: ids (B, K, L) as `generate` returns them, and
+    their scores (B, K), log-likelihood / length ** length_penalty (the order beam search keeps them in; a slot
+    the search never filled scores -inf)."""
+    question_states = model.encode_question(question_ids, question_mask, model.encode_image(pixels))
+    decoder = _Decoder(model, question_states, question_mask.bool(), config.min_new_tokens)
+    bos = torch.full((question_ids.shape[0],), model.config.bos_token_id, device=question_ids.device)
+    kept, scores = _beam_search(decoder, decoder.step(bos), model.config, config)
+    return kept, scores.masked_fill(scores <= NEG / 2, float("-inf"))
 
 
 def _greedy(decoder: _Decoder, log_probs: Tensor, ids: MileConfig, max_new: int) -> Tensor:
@@ -108,7 +125,10 @@ def _greedy(decoder: _Decoder, log_probs: Tensor, ids: MileConfig, max_new: int)
     return out
 
 
-def _beam_search(decoder: _Decoder, log_probs: Tensor, ids: MileConfig, config: GenerationConfig) -> Tensor:
+def _beam_search(
+    decoder: _Decoder, log_probs: Tensor, ids: MileConfig, config: GenerationConfig
+) -> tuple[Tensor, Tensor]:
+    """The kept hypotheses (B, K, L), best first, and their length-normalised scores (B, K)."""
     b, vocab = log_probs.shape
     k, max_new, device = config.num_beams, config.max_new_tokens, log_probs.device
     decoder.reorder(torch.arange(b, device=device).repeat_interleave(k))
@@ -148,9 +168,9 @@ def _beam_search(decoder: _Decoder, log_probs: Tensor, ids: MileConfig, config: 
             break
         decoder.reorder((parent.gather(1, live) + offsets).view(-1))
         log_probs = decoder.step(running[:, :, t].reshape(-1))
-    return _pad_after_eos(kept[:, 0], ids.eos_token_id, ids.pad_token_id)
+    return _pad_after_eos(kept, ids.eos_token_id, ids.pad_token_id), kept_scores
 
 
 def _pad_after_eos(seqs: Tensor, eos: int, pad: int) -> Tensor:
-    after = (seqs == eos).long().cumsum(dim=1) - (seqs == eos).long() > 0
+    after = (seqs == eos).long().cumsum(dim=-1) - (seqs == eos).long() > 0
     return seqs.masked_fill(after, pad)

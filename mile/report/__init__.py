@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mile.report.collect import RunRecord, collect, find_run_dirs, load_run, relative
-from mile.report.table import Row, build_rows, caption, check_choices, markdown_table, write_csv
+from mile.report.table import (
+    Row,
+    baseline_row,
+    build_rows,
+    caption,
+    check_choices,
+    markdown_table,
+    write_csv,
+)
 
 PLOTS = {"acc_vs_params.png": "params", "acc_vs_memory.png": "memory", "acc_vs_time.png": "time"}
 LOSS_PLOT = "loss_curves.png"
@@ -25,6 +33,7 @@ class Report:
     left_out: list[tuple[RunRecord, str]]  # runs not in the table, with the reason
     markdown: str
     files: list[Path] = field(default_factory=list)
+    baselines: list[Row] = field(default_factory=list)  # rows that train nothing, first in the table
 
 
 def write_report(
@@ -33,8 +42,10 @@ def write_report(
     split: str | None = None,
     rule: str = "yesno",
     label: str = "config",
+    baselines: dict[str, dict] | None = None,
 ) -> Report:
-    """Collect the runs under `root` and write report.md, report.csv and the plots to `out` (default: root)."""
+    """Collect the runs under `root` and write report.md, report.csv and the plots to `out` (default: root).
+    `baselines`: name -> scores shaped like a metrics.json (e.g. the majority answer's), rows before the runs."""
     from mile.report.plots import accuracy_plot, loss_plot
 
     check_choices(rule, label)
@@ -45,13 +56,15 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     done, others = collect(root)
     rows, missing = build_rows(done, split, rule, label)
+    shown = split or (rows[0].split if rows else "")
+    firsts = [baseline_row(name, scores, shown, rule) for name, scores in (baselines or {}).items()]
     left_out = missing + [(r, r.state + (f": {r.error}" if r.error else "")) for r in others]
-    text = render(root, rows, left_out, rule)
+    text = render(root, firsts + rows, left_out, rule)
     (out / "report.md").write_text(text, encoding="utf-8")
-    files = [out / "report.md", write_csv(rows, rule, out / "report.csv", root)]
-    files += [accuracy_plot(rows, axis, rule, out / name) for name, axis in PLOTS.items()]
+    files = [out / "report.md", write_csv(firsts + rows, rule, out / "report.csv", root)]
+    files += [accuracy_plot(firsts + rows, axis, rule, out / name) for name, axis in PLOTS.items()]
     files.append(loss_plot(done, out / LOSS_PLOT, root))
-    return Report(rows, left_out, text, files)
+    return Report(rows, left_out, text, files, firsts)
 
 
 def render(root: Path, rows: list[Row], left_out: list[tuple[RunRecord, str]], rule: str) -> str:

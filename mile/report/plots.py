@@ -8,6 +8,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from .collect import RunRecord, relative
 from .table import Row
@@ -42,23 +43,78 @@ def accuracy_plot(rows: list[Row], axis: str, rule: str, file: Path) -> Path:
             err = [e or 0.0 for e in es]
             name = f"{group} ({rule})" if group == "closed" else group
             ax.errorbar(xs, ys, yerr=err, fmt=marker, color=color, label=name, capsize=3, alpha=0.85)
+    for r in rows:  # a baseline (trains nothing, no cost) is a level to beat
+        if not r.runs and r.acc["global"][0] is not None:
+            ax.axhline(
+                r.acc["global"][0], color="grey", linestyle="--", linewidth=1, label=f"{r.setting} (global)"
+            )
     front = pareto_front([(cost(r), r.acc["global"][0]) for r in placed])
     if front:
         fx, fy = zip(*front, strict=True)
         ax.step(fx, fy, where="post", color="tab:green", linewidth=1.2, label="Pareto front (global)")
         ax.scatter(fx, fy, s=160, facecolors="none", edgecolors="tab:green", linewidths=1.5)
-    for r in placed:
-        ax.annotate(
-            r.label, (cost(r), r.acc["global"][0]), textcoords="offset points", xytext=(4, 4), fontsize=7
-        )
     if axis == "params" and placed:
         ax.set_xscale("log")
+    marks = [(cost(r), r.acc[g][0]) for r in placed for g in ("global", "closed") if r.acc[g][0] is not None]
+    place_labels(ax, [(cost(r), r.acc["global"][0], r.label) for r in placed], marks)
     ax.set_xlabel(label.format(kinds=kinds))
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"accuracy vs {axis} (split {', '.join(sorted({r.split for r in rows})) or '-'})")
     _finish(ax, bool(placed), "no runs with this measurement", fontsize=8, loc="best")
     fig.savefig(file)
     return file
+
+
+# where a label may go, in points from its point: right, then above / below, then left (-1: right-aligned)
+OFFSETS = [(4, 4), (4, -10), (4, 13), (4, -19), (-4, 4), (-4, -10), (4, 22), (4, -28), (-4, 13), (-4, -19),
+           (4, 31), (4, -37), (-4, 22), (-4, -28)]  # fmt: skip
+
+
+def place_labels(
+    ax, points: list[tuple[float, float, str]], markers: list[tuple[float, float]] = (), fontsize: float = 7
+) -> list:
+    """Label each point where its text overlaps no label placed before it and no marker (the first free spot of
+    OFFSETS, the points taken from left to right), with a thin line to the point when the label had to move."""
+    fig = ax.figure
+    fig.canvas.draw()  # the final limits and layout: the points' display coordinates are fixed from here
+    renderer = fig.canvas.get_renderer()
+    half = 3 * fig.dpi / 72  # about a marker's half width, in pixels
+    taken = [Bbox.from_extents(u - half, v - half, u + half, v + half)
+             for u, v in ax.transData.transform(list(markers))] if markers else []  # fmt: skip
+    labels = []
+    for x, y, text in sorted(points, key=lambda p: (p[0], p[1])):
+        spots = [_label_box(ax, renderer, x, y, text, offset, fontsize) for offset in OFFSETS[:1]]
+        for offset in OFFSETS:
+            box = _label_box(ax, renderer, x, y, text, offset, fontsize)
+            if not any(box.overlaps(other) for other in taken):
+                spots = [box]
+                break
+        else:  # no free spot: the first, overlapping
+            offset = OFFSETS[0]
+        taken.append(spots[0])
+        line = {"arrowstyle": "-", "linewidth": 0.5, "color": "grey", "shrinkA": 0, "shrinkB": 2}
+        labels.append(
+            ax.annotate(
+                text,
+                (x, y),
+                textcoords="offset points",
+                xytext=offset,
+                fontsize=fontsize,
+                ha="left" if offset[0] > 0 else "right",
+                va="bottom",
+                arrowprops=None if offset == OFFSETS[0] else line,
+            )  # fmt: skip
+        )
+    return labels
+
+
+def _label_box(ax, renderer, x, y, text, offset, fontsize):
+    """The display-space box a label at `offset` would take (drawn, measured, removed)."""
+    probe = ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=fontsize,
+                        ha="left" if offset[0] > 0 else "right", va="bottom")  # fmt: skip
+    box = probe.get_window_extent(renderer).expanded(1.04, 1.15)
+    probe.remove()
+    return box
 
 
 def loss_plot(records: list[RunRecord], file: Path, root: Path) -> Path:

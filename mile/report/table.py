@@ -168,6 +168,22 @@ def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, va
     )
 
 
+def baseline_row(name: str, scores: dict, split: str, rule: str) -> Row:
+    """A row for a reference that trains nothing (e.g. the majority answer given to every question), from scores
+    shaped like a metrics.json; `name` is its Setting."""
+    acc, n = {}, {}
+    for group in GROUPS:
+        value, n[group] = _cell(scores, rule, group)
+        acc[group] = (None if value is None else 100 * value, None)
+    soft = scores.get("open_soft") or {}
+    return Row(
+        runs=[], split=split, towers=("-", "-", "-"), rank="-", plan="", setting=name, params_pct=None,
+        trainable=None, total=None, memory_mb=None, memory_kind=None, acc=acc, n=n, wall_s=None,
+        samples_per_s=None, open_recall=soft.get("recall"), open_f1=soft.get("f1"),
+        gaps={k: (None, None) for k in PROBED},
+    )  # fmt: skip
+
+
 def _lora_rank(treatment: Any) -> int | None:
     lora = not isinstance(treatment, str) and treatment.method in ("lora", "adalora", "loha", "lokr")
     return treatment.options.get("r") if lora else None
@@ -199,7 +215,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def caption(rows: list[Row], rule: str) -> str:
     splits = sorted({r.split for r in rows})
-    datasets = sorted({r.runs[0].config.data.dataset for r in rows})
+    datasets = sorted({r.runs[0].config.data.dataset for r in rows if r.runs})
     credit = [CREDITS[d] for d in datasets if d in CREDITS]
     return (
         f"Accuracy (%) on split {', '.join(f'`{s}`' for s in splits) or '-'}; {RULES[rule]}, open = the "
@@ -213,6 +229,11 @@ def caption(rows: list[Row], rule: str) -> str:
             "teacher-forced) rises when another question's image / question replaces the true one; about 0 "
             "means the model ignores that input; (closed) = over the questions the dataset labels closed."
             if any(_probed(r) for r in rows)
+            else ""
+        )
+        + (
+            " Rows without a plan (ViT, JTM, Dec -) train nothing: the reference named in Setting."
+            if any(not r.runs for r in rows)
             else ""
         )
         + (f" Data: {'; '.join(credit)}." if credit else "")
@@ -238,7 +259,7 @@ def markdown_table(rows: list[Row]) -> str:
         cells = [*r.towers, r.rank, _params(r), memory]
         cells += [_mean_std_text(*r.acc[g], ".2f", "n/a") for g in GROUPS]
         cells += [_mean_std_text(*r.gaps[k], "+.3f", "-") for k in PROBED] if probed else []
-        cells += [_num(r.wall_s, 1), _num(r.samples_per_s, 2), str(len(r.runs))]
+        cells += [_num(r.wall_s, 1), _num(r.samples_per_s, 2), str(len(r.runs)) if r.runs else "-"]
         cells.append("/".join("-" if r.n[g] is None else str(r.n[g]) for g in GROUPS))
         lines.append("| " + " | ".join(([r.setting or "-"] if setting else []) + cells) + " |")
     return "\n".join(lines)

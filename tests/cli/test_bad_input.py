@@ -20,10 +20,11 @@ def run_mile(args, capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory):
-    """A finished tiny demo run (one epoch)."""
+    """A finished tiny run of the demo's base config (one epoch)."""
     out = tmp_path_factory.mktemp("runs")
+    demo = Path(__file__).resolve().parents[2] / "mile" / "resources" / "configs" / "demo.yaml"
     mp = pytest.MonkeyPatch()
-    mp.setattr(sys, "argv", ["mile", "demo", "--output-dir", str(out), "--epochs", "1"])
+    mp.setattr(sys, "argv", ["mile", "train", str(demo), f"run.output_dir={out}", "train.epochs=1"])
     try:
         with pytest.raises(SystemExit) as exit_:
             main()
@@ -101,9 +102,19 @@ CASES = {
     "probe: not a run": (["probe", "{root}/none"], "none"),
     "export: into an existing file": (["export", "{run}", "{root}/notimage.jpg"], "notimage.jpg"),
     "export: not a run": (["export", "{root}/none", "{root}/out"], "none"),
+    "export: unknown format": (["export", "{run}", "{root}/out", "--format", "onnx"], "format 'onnx'"),
+    "export: peft format of a run that is not there": (
+        ["export", "{root}/none", "{root}/out", "--format", "peft"],
+        "none",
+    ),
     "modules: bad image size": (["modules", "model.size=tiny", "model.image_size=30"], "image_size"),
     "modules: missing config": (["modules", "--config", "{root}/nope.yaml"], "nope.yaml"),
     "modules: unknown size": (["modules", "model.size=giant"], "giant"),
+    "demo: negative epochs": (["demo", "--epochs", "-1", "--output-dir", "{root}/d"], "--epochs"),
+    "demo: no VQA-RAD to build the checkpoint from": (
+        ["demo", "--build-checkpoint", "{root}/ck", "--vqa-rad", "{root}/none", "--output-dir", "{root}/d"],
+        "none",
+    ),
     "sweep: missing file": (["sweep", "{root}/nope.yaml"], "nope.yaml"),
     "sweep: missing base": (["sweep", "{root}/sweep.yaml", "--output-dir", "{root}/sw"], "nowhere.yaml"),
     "sweep: bad shard": (["sweep", "{root}/sweep.yaml", "--shard", "3/2"], "--shard '3/2'"),

@@ -26,8 +26,10 @@ def mile(*args, cwd=None, check=True):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    """A finished one-epoch run of the demo's base config (the tiny model from scratch on the bundled subset);
+    `mile demo` itself is tests/cli/test_demo.py's."""
     out = tmp_path_factory.mktemp("runs")
-    proc = mile("demo", "--output-dir", out, "--epochs", "1")
+    proc = mile("train", DEMO_CONFIG, f"run.output_dir={out}", "train.epochs=1")
     return out / "demo", proc
 
 

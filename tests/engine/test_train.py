@@ -222,7 +222,7 @@ def test_partial_files_of_a_killed_write_are_removed_on_restart(tiny_config, tmp
 
 def test_export_merges_adapters_into_a_standalone_checkpoint(tiny_config, tmp_path):
     from mile.config import load_config
-    from mile.engine.inference import export_run
+    from mile.engine.export import export_run
 
     run = RunDir(tmp_path / "run")
     first = train_run(tiny_config("train.epochs=1", "plan.text_decoder=lora"), run)["test"]
@@ -238,7 +238,7 @@ def test_export_merges_adapters_into_a_standalone_checkpoint(tiny_config, tmp_pa
 
 
 def test_export_refuses_methods_that_cannot_merge(tiny_config, tmp_path):
-    from mile.engine.inference import export_run
+    from mile.engine.export import export_run
 
     run = RunDir(tmp_path / "run")
     train_run(tiny_config("train.epochs=1", "plan.text_decoder=ptv2"), run)

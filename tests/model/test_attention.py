@@ -5,7 +5,7 @@ from torch.testing import assert_close
 
 from mile.model.attention import Attention, KVCache
 from mile.model.config import size_config
-from mile.model.generation import GenerationConfig, generate
+from mile.model.generation import GenerationConfig, beam_hypotheses, generate
 from mile.model.mile import MileModel
 
 
@@ -115,6 +115,41 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
     greedy = generate(model, q, mask, pixels=pixels, config=GenerationConfig(num_beams=1, **cfg))
     beam = generate(model, q, mask, pixels=pixels, config=GenerationConfig(num_beams=5, **cfg))
     assert (logprob(beam) >= logprob(greedy) - 1e-4).all()
+
+
+def test_beam_hypotheses_score_what_the_decoder_gives_them():
+    # every kept hypothesis: its score is its teacher-forced log-likelihood up to [SEP] / length ** penalty,
+    # the scores come best first, and the first hypothesis is what generate answers
+    torch.manual_seed(2)
+    model = MileModel(size_config("tiny")).eval()
+    with torch.no_grad():
+        for p in model.text_decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    q = torch.randint(1000, 3000, (2, 5))
+    mask = torch.ones_like(q)
+    pixels = torch.randn(2, 3, 32, 32)
+    config = GenerationConfig(num_beams=4, max_new_tokens=5, length_penalty=1.0)
+    with torch.no_grad():
+        ids, scores = beam_hypotheses(model, q, mask, pixels, config)
+    assert ids.shape == (2, 4, 5) and scores.shape == (2, 4)
+    assert torch.equal(ids[:, 0], generate(model, q, mask, pixels=pixels, config=config))
+    eos, checked = model.config.eos_token_id, 0
+    for b in range(2):
+        assert scores[b].tolist() == sorted(scores[b].tolist(), reverse=True)
+        for k in range(4):
+            if scores[b, k] == float("-inf"):
+                continue
+            seq = ids[b, k].tolist()
+            length = seq.index(eos) + 1 if eos in seq else len(seq)
+            answer = torch.tensor([[model.config.bos_token_id, *seq[:length]]])
+            with torch.no_grad():
+                out = model(
+                    q[b : b + 1], mask[b : b + 1], answer, torch.ones_like(answer), pixels=pixels[b : b + 1]
+                )
+            lp = out.logits[0, :-1].log_softmax(-1).gather(1, answer[0, 1:, None]).sum()
+            assert_close(scores[b, k], lp / length, rtol=1e-4, atol=1e-4)
+            checked += 1
+    assert checked >= 4
 
 
 def test_bf16_on_a_cpu_takes_the_matmul_path_and_matches_the_reference(monkeypatch):
