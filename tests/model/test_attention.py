@@ -94,15 +94,20 @@ def test_generation_with_cache_equals_step_by_step_full_forward():
     assert torch.equal(got, expected.masked_fill(after, model.config.pad_token_id))
 
 
-def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
-    torch.manual_seed(1)
+def _peaked_decoder_case(seed: int, batch: int):
+    """A tiny model whose decoder is perturbed (so that its answers are not all alike), with a batch of
+    unpadded questions and images."""
+    torch.manual_seed(seed)
     model = MileModel(size_config("tiny")).eval()
     with torch.no_grad():
         for p in model.text_decoder.parameters():
             p.add_(torch.randn_like(p) * 0.5)
-    q = torch.randint(1000, 3000, (4, 5))
-    mask = torch.ones_like(q)
-    pixels = torch.randn(4, 3, 32, 32)
+    q = torch.randint(1000, 3000, (batch, 5))
+    return model, q, torch.ones_like(q), torch.randn(batch, 3, 32, 32)
+
+
+def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
+    model, q, mask, pixels = _peaked_decoder_case(1, 4)
 
     def logprob(seqs):
         ids = torch.cat([torch.full((4, 1), model.config.bos_token_id), seqs], 1)
@@ -120,14 +125,7 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
 def test_beam_hypotheses_score_what_the_decoder_gives_them():
     # every kept hypothesis: its score is its teacher-forced log-likelihood up to [SEP] / length ** penalty,
     # the scores come best first, and the first hypothesis is what generate answers
-    torch.manual_seed(2)
-    model = MileModel(size_config("tiny")).eval()
-    with torch.no_grad():
-        for p in model.text_decoder.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    q = torch.randint(1000, 3000, (2, 5))
-    mask = torch.ones_like(q)
-    pixels = torch.randn(2, 3, 32, 32)
+    model, q, mask, pixels = _peaked_decoder_case(2, 2)
     config = GenerationConfig(num_beams=4, max_new_tokens=5, length_penalty=1.0)
     with torch.no_grad():
         ids, scores = beam_hypotheses(model, q, mask, pixels, config)
