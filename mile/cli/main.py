@@ -178,6 +178,7 @@ def demo(
     from mile.engine.demo import SPLIT, run_demo
     from mile.engine.demo_checkpoint import rebuild_checkpoint
     from mile.report import write_report
+    from mile.report.html import write_html
 
     start = time.perf_counter()
     if build_checkpoint is not None:
@@ -192,8 +193,10 @@ def demo(
     body = report.markdown.split("## Plots")[0]
     typer.echo("\n" + body[body.index("| ") :].strip() + "\n")  # the table and its caption
     typer.echo("\n".join(result.verdict()))
+    page = write_html(report, result.root, result.root / "report.html")  # thumbnails: the bundled CC0 images
     plots = ", ".join(f.name for f in report.files[2:])
-    typer.echo(f"report: {report.files[0]} (+ report.csv); plots: {plots} (same folder)")
+    typer.echo(f"report: {report.files[0]} (+ report.csv), {page.file} (in a browser: the questions with")
+    typer.echo(f"their images, two plans side by side); plots: {plots} (same folder)")
     typer.echo("runs: " + ", ".join(str(p) for p in result.runs.values()))
     typer.echo(f"mile demo took {time.perf_counter() - start:.0f} s")
 

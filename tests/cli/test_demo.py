@@ -115,8 +115,12 @@ def test_the_demo_adapts_the_shipped_checkpoint_and_probes_the_best_plan(demo):
 def test_the_demo_says_where_its_report_plots_and_runs_are(demo):
     root, stdout, _ = demo
     lines = stdout.splitlines()
-    report = next(line for line in lines if line.startswith("report: "))
-    assert str(root / "report.md") in report
+    at = next(i for i, line in enumerate(lines) if line.startswith("report: "))
+    report = lines[at] + " " + lines[at + 1]  # two lines: the files, then the plots
+    assert str(root / "report.md") in report and str(root / "report.html") in report
+    page = (root / "report.html").read_text()
+    assert all(f"{plan}" in page for plan in PLANS) and "majority answer" in page
+    assert page.count("data:image/jpeg;base64,") == 40  # each of the 40 bundled images once, as a thumbnail
     for name in ("acc_vs_params.png", "acc_vs_memory.png", "acc_vs_time.png", "loss_curves.png"):
         assert name in report and (root / name).stat().st_size > 0
     runs = next(line for line in lines if line.startswith("runs: "))
