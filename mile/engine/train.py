@@ -171,9 +171,13 @@ class Trainer:
         """Evaluate after `epochs_done` epochs when train.eval_every asks for it and it is not on disk yet (a
         resumed run redoes one its last process did not finish; the weights are those of the checkpoint).
         With early stopping the last epoch is evaluated too, and the return value says whether to stop."""
-        every, name, last = self.t.eval_every, f"epoch-{epochs_done}", epochs_done >= self.t.epochs
-        due = epochs_done % every == 0 or (last and self.stopping is not None) if every else False
-        if not epochs_done or not due or (last and self.stopping is None):
+        every, name = self.t.eval_every, f"epoch-{epochs_done}"
+        if not every or not epochs_done:
+            return False
+        if epochs_done >= self.t.epochs:  # the final evaluation covers it, unless early stopping compares it
+            if self.stopping is None:
+                return False
+        elif epochs_done % every:
             return False
         if not all((self.run.path / "eval" / name / split / "metrics.json").is_file() for split in evals):
             evaluate_splits(self.cfg, self.session, evals, self.run, self.accelerator, name, self.cache)

@@ -83,15 +83,14 @@ def place_labels(
              for u, v in ax.transData.transform(list(markers))] if markers else []  # fmt: skip
     labels = []
     for x, y, text in sorted(points, key=lambda p: (p[0], p[1])):
-        spots = [_label_box(ax, renderer, x, y, text, offset, fontsize) for offset in OFFSETS[:1]]
         for offset in OFFSETS:
             box = _label_box(ax, renderer, x, y, text, offset, fontsize)
             if not any(box.overlaps(other) for other in taken):
-                spots = [box]
                 break
         else:  # no free spot: the first, overlapping
             offset = OFFSETS[0]
-        taken.append(spots[0])
+            box = _label_box(ax, renderer, x, y, text, offset, fontsize)
+        taken.append(box)
         line = {"arrowstyle": "-", "linewidth": 0.5, "color": "grey", "shrinkA": 0, "shrinkB": 2}
         labels.append(
             ax.annotate(
