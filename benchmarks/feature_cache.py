@@ -1,4 +1,5 @@
-"""Epoch time of frozen-ViT plans with and without the vision feature cache (train.feature_cache memory / none).
+"""Epoch time of frozen-ViT plans, and of a plan that trains only the ViT's top two blocks (the cache keeps the
+states below them), with and without the vision feature cache (train.feature_cache memory / none).
 
 Real training through the engine (`mile.engine.train.train_run`): mile-small composed from the shared DINOv2-small
 and MiniLM weights at 224 px, the first N questions of VQA-RAD's train split (many questions per image), fused
@@ -25,9 +26,11 @@ from benchmarks.common import Summary, header, interleave, load_average, markdow
 from mile.config import Config, load_config
 from mile.engine.rundir import RunDir
 from mile.engine.train import train_run
-from mile.tuning import parse_plan_notation
+from mile.tuning import PlanConfig, parse_plan_notation
 
-PLANS = ("F-T-LoRA_r8", "F-F-LoRA_r8")
+# plan.vision {method: blocks, layers: [-2, -1]} ([-1] on the 2-block tiny ViT), both text towers trained
+TOP_BLOCKS = "ViT top blocks-T-T"
+PLANS = ("F-T-LoRA_r8", "F-F-LoRA_r8", TOP_BLOCKS)
 CACHES = ("none", "memory")
 
 
@@ -60,8 +63,15 @@ def make_config(args: argparse.Namespace, plan: str, cache: str, out: Path) -> C
     train = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch}", f"train.feature_cache={cache}"]
     train += ["train.log_every=100000", "train.lr=5e-5", "train.lr_adapters=1e-3"]
     cfg = load_config(None, [*model, *data, *train, f"run.output_dir={out}", f"run.name={plan}-{cache}"])
-    cfg.plan = parse_plan_notation(plan)
+    cfg.plan = plan_config(plan, args.quick)
     return cfg
+
+
+def plan_config(plan: str, quick: bool) -> PlanConfig:
+    if plan != TOP_BLOCKS:
+        return parse_plan_notation(plan)
+    vision = {"method": "blocks", "layers": [-1] if quick else [-2, -1]}
+    return PlanConfig(vision=vision, text_encoder="full", text_decoder="full")
 
 
 def train_once(args: argparse.Namespace, plan: str, cache: str, out: Path) -> tuple[list[float], dict]:
@@ -88,8 +98,8 @@ def run_cleanup(run: RunDir) -> None:
 def measure(args: argparse.Namespace, out: Path) -> list[Epochs]:
     calls = {
         (plan, cache): (lambda p=plan, c=cache: train_once(args, p, c, out))
-        for plan in PLANS
-        for cache in (CACHES if PLANS.index(plan) % 2 == 0 else CACHES[::-1])
+        for plan in args.plans
+        for cache in (CACHES if args.plans.index(plan) % 2 == 0 else CACHES[::-1])
     }
     results = interleave(calls, args.repeats)
     return [
@@ -123,6 +133,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="tiny random model, 16 questions: a smoke test")
+    p.add_argument("--plans", nargs="+", choices=PLANS, default=list(PLANS), help="plans to measure (all)")
     args = p.parse_args(argv)
     args.questions = args.questions or (16 if args.quick else 256)
     return args

@@ -124,7 +124,7 @@ class Bench:
         self.trainer = Trainer(cfg, self.session, self.run, self.accelerator, cache, load_train(cfg).samples)
         if cache is not None:  # steady state: every training image's features computed once already
             for batch in self.trainer.loader:
-                cache.states(batch["images"], self.accelerator.device)
+                cache.cached(batch["images"], self.accelerator.device)
         self.trainer.model.train()
         self.batches = iter(self.trainer.loader)
         self.first_loss: float | None = None
@@ -152,7 +152,7 @@ class Bench:
 
         inputs = model_inputs(batch)
         if self.trainer.cache is not None:
-            inputs["image_states"] = self.trainer.cache.states(batch["images"], self.accelerator.device)
+            inputs.update(self.trainer.cache.inputs(batch["images"], self.accelerator.device))
         return float(self.trainer.model(**inputs).loss)
 
     def evaluate(self) -> float:

@@ -75,7 +75,16 @@ class Collate:
         return batch
 
 
-MODEL_INPUTS = ("question_ids", "question_mask", "answer_ids", "answer_mask", "pixels", "image_states")
+MODEL_INPUTS = (
+    "question_ids",
+    "question_mask",
+    "answer_ids",
+    "answer_mask",
+    "pixels",
+    "image_states",
+    "vision_hidden",
+    "vision_depth",
+)
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Tensor]:

@@ -1,9 +1,13 @@
 """Feature cache: a frozen vision tower's states per image, computed once and reused across steps and epochs.
 
 Images repeat across questions (VQA-RAD: 315 images for 3,515 questions), so with a frozen ViT most of an
-epoch's vision work is redundant. The cache is exact: it is used only when the vision tower has nothing to
-train and preprocessing is deterministic (no augmentation), and features are computed by the same tower in eval
-mode, under the same autocast, as the uncached forward would. Under bf16 the states are stored in bf16, half the
+epoch's vision work is redundant. The cache is exact: it is used only when preprocessing is deterministic (no
+augmentation) and what it keeps depends on the image alone, and features are computed by the same tower in eval
+mode, under the same autocast, as the uncached forward would. With the whole tower frozen it keeps the tower's
+output. When only the top blocks train (`plan.vision: {method: blocks, layers: [-2, -1]}`) it keeps the residual
+stream below them, in the dtype the stream has (fp32 under bf16 autocast for mile-small, whose LayerScale
+promotes it), and every step runs just the trained blocks and the final norm on it: exact as well, since the
+frozen blocks below stay in eval mode (MileModel.train). Under bf16 the states are stored in bf16, half the
 memory of fp32 (mile-small at 224 px: 257 x 384 values, 197 KB per image instead of 395 KB). mile-small's tower
 ends in a LayerNorm over an fp32 residual stream, whose output autocast leaves in fp32, but the only readers of
 the states are the JTM's cross-attention key / value projections, which autocast casts to bf16 anyway, so they
@@ -38,14 +42,24 @@ def default_cache_dir() -> Path:
 
 
 def cache_applies(model: MileModel, augment: bool) -> bool:
-    return not is_trainable(model.vision) and not augment
+    return model.vision.frozen_depth() > 0 and not augment
+
+
+def cached_depth(model: MileModel) -> int | None:
+    """None when the cache keeps the frozen tower's output; else how many leading blocks' output it keeps."""
+    return None if not is_trainable(model.vision) else model.vision.frozen_depth()
 
 
 def fingerprint(model: MileModel, transform: ImageTransform, dtype: torch.dtype = torch.float32) -> str:
-    """Digest of the vision weights, the preprocessing and the stored dtype: what the features depend on
+    """Digest of the weights the cached states depend on (all of a frozen tower; the embeddings and the
+    frozen blocks below a trained top), the preprocessing and the stored dtype: what the features depend on
     besides the image."""
-    digest = hashlib.sha256(f"{transform.size}|{transform.normalize}|{dtype}".encode())
+    depth = cached_depth(model)
+    trained = {f"blocks.{i}." for i in range(depth or 0, len(model.vision.blocks))} | {"norm."}
+    digest = hashlib.sha256(f"{transform.size}|{transform.normalize}|{dtype}|{depth}".encode())
     for name, tensor in sorted(model.vision.state_dict().items()):
+        if depth is not None and any(name.startswith(t) for t in trained):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:24]
@@ -61,7 +75,9 @@ class FeatureCache:
         precision: Precision,
     ):
         self.model, self.transform, self.max_items = model, transform, max_items
-        self.autocast, self.dtype = precision.autocast, precision.dtype  # states are stored in dtype
+        self.depth = cached_depth(model)
+        # a frozen tower's output is stored in the autocast dtype; a trunk's residual stream as it comes
+        self.autocast, self.dtype = precision.autocast, precision.dtype if self.depth is None else None
         self.memory: OrderedDict[str, Tensor] = OrderedDict()
         self._content_keys: dict[str, str] = {}
         self.directory = (
@@ -88,9 +104,30 @@ class FeatureCache:
             self.memory.popitem(last=False)
         return states
 
+    def inputs(self, paths: list[str], device: torch.device) -> dict[str, Tensor | int]:
+        """The model's vision inputs for a training batch: the image states, or the trunk's states below the
+        trained blocks (MileModel.forward's `vision_hidden`)."""
+        if self.depth is None:
+            return {"image_states": self.cached(paths, device)}
+        return {"vision_hidden": self.cached(paths, device), "vision_depth": self.depth}
+
     @torch.no_grad()
     def states(self, paths: list[str], device: torch.device) -> Tensor:
-        """(B, 1+N, D) image states for a batch of image paths, computing only the missing ones."""
+        """(B, 1+N, D) image states for a batch of image paths (evaluation: the trained blocks, if any, run in
+        eval mode on the cached trunk)."""
+        if self.depth is None:
+            return self.cached(paths, device)
+        vision = self.model.vision
+        was_training = vision.training
+        vision.eval()
+        with self.autocast():
+            out = vision.head(self.cached(paths, device), self.depth)
+        vision.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def cached(self, paths: list[str], device: torch.device) -> Tensor:
+        """(B, ...) what the cache keeps, for a batch of image paths, computing only the missing ones."""
         keys = [self._key(p) for p in paths]
         found = {k: self._lookup(k) for k in dict.fromkeys(keys)}
         missing = [k for k, v in found.items() if v is None]
@@ -102,7 +139,10 @@ class FeatureCache:
             was_training = self.model.vision.training
             self.model.vision.eval()
             with self.autocast():
-                computed = self.model.encode_image(pixels).to(self.dtype)
+                if self.depth is None:
+                    computed = self.model.encode_image(pixels).to(self.dtype)
+                else:
+                    computed = self.model.vision.trunk(pixels, self.depth)
             self.model.vision.train(was_training)
             for key, value in zip(missing, computed, strict=True):
                 found[key] = self._remember(key, value.detach())
@@ -116,7 +156,8 @@ class FeatureCache:
         atomic_write(target, lambda tmp: save_file({"states": value.detach().cpu().contiguous()}, tmp))
 
     def stats(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "in_memory": len(self.memory)}
+        depth = len(self.model.vision.blocks) if self.depth is None else self.depth
+        return {"hits": self.hits, "misses": self.misses, "in_memory": len(self.memory), "blocks": depth}
 
 
 def feature_cache(cfg: Config, session: Session, precision: Precision) -> FeatureCache | None:
@@ -128,7 +169,8 @@ def feature_cache(cfg: Config, session: Session, precision: Precision) -> Featur
         if t.feature_cache == "auto":
             return None
         raise ConfigError(
-            f"train.feature_cache={t.feature_cache} needs a frozen vision tower (plan.vision: frozen) and "
+            f"train.feature_cache={t.feature_cache} needs a frozen vision tower (plan.vision: frozen) or one "
+            "that trains only its top blocks (plan.vision: {method: blocks, layers: [-2, -1]}), and "
             "data.augment=false; use feature_cache=auto or none"
         )
     directory = (t.feature_cache_dir or default_cache_dir()) if t.feature_cache == "disk" else None

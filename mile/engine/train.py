@@ -254,7 +254,7 @@ class Trainer:
         step, with logging and checkpoints as configured."""
         t, acc, p, tuning = self.t, self.accelerator, self.progress, self.session.tuning
         if self.cache is not None:
-            batch["image_states"] = self.cache.states(batch["images"], acc.device)
+            batch.update(self.cache.inputs(batch["images"], acc.device))
         with acc.accumulate(self.model):
             loss = global_token_mean(self.forward(**model_inputs(batch)), acc)
             extra = tuning.regularization_loss()  # e.g. AdaLoRA's orthogonality term

@@ -53,11 +53,17 @@ class MileModel(nn.Module):
         answer_mask: Tensor,
         pixels: Tensor | None = None,
         image_states: Tensor | None = None,
+        vision_hidden: Tensor | None = None,
+        vision_depth: int = 0,
     ) -> VQAOutput:
         """Teacher-forced training forward. answer ids (B, La) start with [DEC]; padding (answer_mask 0) is
-        ignored by the loss. Pass `image_states` instead of `pixels` to reuse cached vision features."""
+        ignored by the loss. Pass `image_states` instead of `pixels` to reuse cached vision features, or
+        `vision_hidden`, the ViT's residual stream after its first `vision_depth` (frozen) blocks, to run only
+        the blocks above them."""
         # A frozen prefix of the graph (vision, then vision + JTM) runs without autograd: no activations kept.
         prefix_frozen = not is_trainable(self.vision)
+        if image_states is None and vision_hidden is not None:
+            image_states = self.vision.head(vision_hidden, vision_depth)
         if image_states is None:
             if pixels is None:
                 raise ValueError("forward needs either pixels or image_states")
@@ -97,7 +103,8 @@ class MileModel(nn.Module):
         )
 
     def train(self, mode: bool = True) -> MileModel:
-        """Towers with nothing to train stay in eval mode (no dropout noise; deterministic cacheable features)."""
+        """Towers with nothing to train stay in eval mode (no dropout noise; deterministic cacheable features),
+        and so do the ViT's frozen leading blocks (VisionTower.train)."""
         super().train(mode)
         for name in TOWERS:
             if mode and not is_trainable(getattr(self, name)):

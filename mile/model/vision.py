@@ -56,10 +56,44 @@ class VisionTower(nn.Module):
         return x + self.pos_embed.to(x.dtype)
 
     def forward(self, pixels: Tensor) -> Tensor:
-        x = self.embed(pixels)
-        for block in self.blocks:
+        return self.head(self.embed(pixels), 0)
+
+    def trunk(self, pixels: Tensor, depth: int) -> Tensor:
+        """The residual stream after the embeddings and the first `depth` blocks (what a feature cache keeps
+        when only the blocks above them train)."""
+        return self._run(self.embed(pixels), self.blocks[:depth])
+
+    def head(self, x: Tensor, start: int) -> Tensor:
+        """Blocks `start` onwards, then the final norm: the rest of the forward from a trunk's states."""
+        return self.norm(self._run(x, self.blocks[start:]))
+
+    def _run(self, x: Tensor, blocks: nn.ModuleList) -> Tensor:
+        for block in blocks:
             x = checkpointed(block, x) if self.gradient_checkpointing and self.training else block(x)
-        return self.norm(x)
+        return x
+
+    def train(self, mode: bool = True) -> VisionTower:
+        """Frozen leading blocks stay in eval mode: no dropout noise below the trained ones, so their output is
+        a function of the image that a feature cache may keep."""
+        super().train(mode)
+        if mode:
+            self.blocks[: self.frozen_depth()].eval()
+        return self
+
+    def frozen_depth(self) -> int:
+        """How many leading blocks, with the embeddings before them, nothing trains: their output depends on the
+        image alone. Every block when nothing in the tower trains; 0 when a trainable parameter lives outside
+        the blocks and the final norm (a prefix encoder, trained embeddings), whose effect could reach any
+        block."""
+        first = len(self.blocks)
+        for name, param in self.named_parameters():
+            if not param.requires_grad or name.startswith("norm."):
+                continue
+            parts = name.split(".")
+            if parts[0] != "blocks":
+                return 0
+            first = min(first, int(parts[1]))
+        return first
 
 
 def resize_pos_embed(pos: Tensor, grid: int) -> Tensor:

@@ -9,7 +9,7 @@ from weights_helpers import same_tensors
 
 from mile.engine.build import build_session
 from mile.engine.checkpoint import latest_checkpoint
-from mile.engine.features import FeatureCache
+from mile.engine.features import FeatureCache, fingerprint
 from mile.engine.inference import answer, evaluate_run, load_trained
 from mile.engine.rundir import RunDir
 from mile.engine.train import NonFiniteLoss, train_run
@@ -113,6 +113,43 @@ def test_feature_cache_gives_the_same_losses_and_answers(tiny_config, tmp_path, 
     assert read(runs["none"]) == read(runs["memory"])
     cache = runs["memory"].read_json("train_stats.json")["feature_cache"]
     assert cache["misses"] == cache["in_memory"] > 0 and cache["hits"] > 0  # each image computed once
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_feature_cache_below_trained_top_blocks_gives_the_same_losses_and_answers(
+    tiny_config, tmp_path, precision
+):
+    runs = {}
+    for mode in ("none", "memory"):
+        runs[mode] = RunDir(tmp_path / mode)
+        cfg = tiny_config(
+            "plan.vision={method: blocks, layers: [-1]}",
+            f"train.feature_cache={mode}",
+            f"train.mixed_precision={precision}",
+            "train.eval_every=1",
+        )
+        train_run(cfg, runs[mode])
+    assert _losses(runs["none"]) == _losses(runs["memory"])
+    read = lambda r: (r.eval_dir("test") / "predictions.jsonl").read_text()  # noqa: E731
+    assert read(runs["none"]) == read(runs["memory"])
+    cache = runs["memory"].read_json("train_stats.json")["feature_cache"]
+    assert cache["blocks"] == 1 and cache["misses"] == cache["in_memory"] > 0 and cache["hits"] > 0
+    assert runs["memory"].read_json("params.json")["towers"]["vision"]["trainable"] > 0
+
+
+def test_disk_cache_key_ignores_the_trained_blocks(tiny_config):
+    from mile.engine.build import build_session
+
+    session = build_session(tiny_config("plan.vision={method: blocks, layers: [-1]}"))
+    model, transform = session.model, session.transform(train=False)
+    before = fingerprint(model, transform)
+    with torch.no_grad():
+        model.vision.blocks[1].mlp.fc1.weight.add_(1.0)  # trained: the cached trunk does not depend on it
+        model.vision.norm.weight.add_(1.0)
+    assert fingerprint(model, transform) == before
+    with torch.no_grad():
+        model.vision.blocks[0].mlp.fc1.weight.add_(1.0)  # frozen, below the trained block: it does
+    assert fingerprint(model, transform) != before
 
 
 def test_feature_cache_refused_when_the_vision_tower_trains(tiny_config, tmp_path):
