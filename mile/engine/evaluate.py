@@ -19,7 +19,7 @@ from mile.engine.batches import Collate, VQADataset
 from mile.engine.build import Session
 from mile.engine.candidates import answer_candidates
 from mile.engine.datasets import prompt_chooser
-from mile.engine.metrics import is_correct, score
+from mile.engine.metrics import by_question_type, is_correct, score
 from mile.engine.precision import USED_NAMES
 from mile.engine.rundir import RunDir
 from mile.model.generation import generate
@@ -93,6 +93,7 @@ def score_split(
         for i, sample in enumerate(samples)
     ]
     metrics = score([(r["prediction"], r["answer"], r["answer_type"]) for r in rows])
+    metrics["question_type"] = by_question_type((r["question_type"], r["correct"]) for r in rows)
     return {"split": split, **metrics}, rows
 
 
@@ -119,6 +120,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         lines.append(
             f"  open (answer_type) token recall {100 * soft['recall']:.2f}%  F1 {100 * soft['f1']:.2f}%"
         )
+    types = [(t, g) for t, g in (metrics.get("question_type") or {}).items() if g["wrong"]]
+    if types:
+        shown = ", ".join(f"{t} {g['wrong']}/{g['n']}" for t, g in types[:5])
+        more = f" (+{len(types) - 5} more types)" if len(types) > 5 else ""
+        lines.append(f"  wrong by question type: {shown}{more}")
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ closed / open questions under two rules, both always reported because papers dif
 - `yesno`: closed means the normalised ground truth is "yes" or "no" (the rule behind MILE's Tables 1-4).
 `open_soft` gives mean token recall and token F1 over the open questions of the `answer_type` rule, the secondary
 open scores (the paper's open numbers are not plain exact match). Empty groups give `acc: None` with `n: 0`.
+`by_question_type` splits the same exact match by the dataset's question type (SLAKE's content type: Position,
+Abnormality, KG, ...; VQA-RAD's PRES, POS, ...): where the errors are.
 """
 
 from __future__ import annotations
@@ -87,3 +89,18 @@ def score(items: Iterable[Sequence[Any]]) -> dict[str, Any]:
         },
         "open_soft": {"recall": _mean([r for r, _ in soft]), "f1": _mean([f1 for _, f1 in soft])},
     }
+
+
+def by_question_type(items: Iterable[tuple[Any, bool]]) -> dict[str, dict[str, Any]]:
+    """(question_type, correct) items -> {type: {"acc", "n", "wrong"}}, most wrong answers first; questions
+    without a type count under "(none)". Empty when no question has a type."""
+    groups: dict[str, list[bool]] = {}
+    typed = False
+    for question_type, correct in items:
+        label = str(question_type).strip() if question_type not in (None, "") else ""
+        typed = typed or bool(label)
+        groups.setdefault(label or "(none)", []).append(bool(correct))
+    if not typed:
+        return {}
+    table = {label: {**_group(c), "wrong": len(c) - sum(c)} for label, c in groups.items()}
+    return dict(sorted(table.items(), key=lambda kv: (-kv[1]["wrong"], kv[0])))

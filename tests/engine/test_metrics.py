@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mile.data.answers import answer_tokens, normalize_answer
-from mile.engine.metrics import is_correct, score, token_scores
+from mile.data.sample import Sample
+from mile.engine.metrics import by_question_type, is_correct, score, token_scores
 
 
 @pytest.mark.parametrize(
@@ -183,3 +184,26 @@ def test_wordpiece_round_trip_of_every_real_answer(shared_dir: Path) -> None:
         assert is_correct(decoded, answer), (answer, decoded)
         checked += 1
     assert checked > 700
+
+
+def test_by_question_type_counts_each_type_most_wrong_first() -> None:
+    items = [("Position", False), ("Position", False), ("Position", True), ("KG", False), ("Organ", True)]
+    items += [(None, False)]
+    table = by_question_type(items)
+    assert list(table) == ["Position", "(none)", "KG", "Organ"]  # by wrong answers, then by name
+    assert table["Position"] == {"acc": 1 / 3, "n": 3, "wrong": 2}
+    assert table["Organ"] == {"acc": 1.0, "n": 1, "wrong": 0}
+    assert by_question_type([(None, True), ("", False)]) == {}  # a dataset without question types
+
+
+def test_format_metrics_names_the_types_with_most_errors() -> None:
+    from mile.engine.evaluate import format_metrics, score_split
+
+    samples = [
+        Sample(id=str(i), image=Path("x.png"), question="q", answer=a, answer_type="OPEN", question_type=t)
+        for i, (a, t) in enumerate([("left", "Position"), ("right", "Position"), ("liver", "Organ")])
+    ]
+    metrics, _ = score_split(samples, {0: "right", 1: "left", 2: "liver"}, "validate")
+    assert metrics["question_type"]["Position"] == {"acc": 0.0, "n": 2, "wrong": 2}
+    assert "wrong by question type: Position 2/2" in format_metrics(metrics)
+    assert "Organ" not in format_metrics(metrics)  # no errors there
