@@ -298,11 +298,18 @@ def compare(
     ] = None,
     rule: Rule = "yesno",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    inference: Annotated[
+        str | None,
+        typer.Option(
+            help="compare the generate or the rank answers of both runs, each read where its run keeps them "
+            "(eval/<split>/ for the run's own eval.inference, eval/<mode>/<split>/ for `mile eval --inference`)"
+        ),
+    ] = None,
 ) -> None:
     """Two runs question by question: accuracies, discordant questions and the exact McNemar test."""
     from mile.cli.report import compare_command
 
-    compare_command(run_a, run_b, split, rule, as_json)
+    compare_command(run_a, run_b, split, rule, as_json, inference)
 
 
 @app.command("app")

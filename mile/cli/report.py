@@ -36,19 +36,22 @@ def report_command(
         )
 
 
-def compare_command(run_a: Path, run_b: Path, split: str | None, rule: str, as_json: bool) -> None:
+def compare_command(
+    run_a: Path, run_b: Path, split: str | None, rule: str, as_json: bool, inference: str | None = None
+) -> None:
     if split is None:
         splits = RunDir(run_a).config().data.eval_splits
         if not splits:
             raise typer.BadParameter(f"{run_a}: its config names no eval split; pass --split")
         split = splits[0]
     try:
-        rows = compare.compare_runs(run_a, run_b, split, rule)
+        rows = compare.compare_runs(run_a, run_b, split, rule, inference)
     except compare.MissingPredictions as exc:
-        raise compare.CompareError(f"{exc}: mile eval {exc.run_dir} --split {exc.split}") from None
+        mode = f" --inference {inference}" if inference else ""
+        raise compare.CompareError(f"{exc}: mile eval {exc.run_dir} --split {split}{mode}") from None
     if as_json:
-        head = {"a": str(run_a), "b": str(run_b), "split": split, "rule": rule}
+        head = {"a": str(run_a), "b": str(run_b), "split": split, "rule": rule, "inference": inference}
         typer.echo(json.dumps({**head, **compare.comparison_json(rows)}, indent=2))
     else:
-        typer.echo(f"split: {split}")
+        typer.echo(f"split: {split}" + (f", {inference} answers" if inference else ""))
         typer.echo(compare.format_comparison(rows, str(run_a), str(run_b), rule))

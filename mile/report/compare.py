@@ -115,9 +115,26 @@ def is_closed(row: dict[str, Any], rule: str) -> bool:
     raise CompareError(f"unknown closed rule {rule!r}; valid: yesno, answer_type")
 
 
-def compare_runs(run_a: Path, run_b: Path, split: str, rule: str = "yesno") -> list[Paired]:
-    """Global / closed / open comparison of two runs' predictions on `split`; both must hold the same questions."""
-    a, b = read_predictions(run_a, split), read_predictions(run_b, split)
+def inference_split(run_dir: Path, split: str, inference: str | None) -> str:
+    """Where under eval/ a run keeps its `inference` (generate / rank) answers on `split`: eval/<split> when
+    that is the run's own eval.inference, eval/<inference>/<split> when `mile eval --inference` added it."""
+    if inference is None:
+        return split
+    if inference not in ("generate", "rank"):
+        raise CompareError(f"inference {inference!r}: expected generate or rank")
+    from mile.engine.rundir import RunDir
+
+    own = RunDir(run_dir).config().eval.inference
+    return split if inference == own else f"{inference}/{split}"
+
+
+def compare_runs(
+    run_a: Path, run_b: Path, split: str, rule: str = "yesno", inference: str | None = None
+) -> list[Paired]:
+    """Global / closed / open comparison of two runs' predictions on `split`; both must hold the same questions.
+    `inference` (generate / rank) picks each run's answers of that mode, wherever the run keeps them."""
+    a = read_predictions(run_a, inference_split(run_a, split, inference))
+    b = read_predictions(run_b, inference_split(run_b, split, inference))
     if a.keys() != b.keys():
         only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
         parts = [f"{len(only_a)} only in the first (e.g. {only_a[:3]})"] if only_a else []

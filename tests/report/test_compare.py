@@ -97,7 +97,7 @@ def test_cli_compares_two_seeds_of_a_real_tiny_study(tiny_study):
         for s in seeds
     )
     assert a.keys() == b.keys() and len(a) == 8  # data.limit 8
-    expected = {"a": str(seeds[0]), "b": str(seeds[1]), "split": "test", "rule": "yesno"}
+    expected = {"a": str(seeds[0]), "b": str(seeds[1]), "split": "test", "rule": "yesno", "inference": None}
     for group in ("global", "closed", "open"):
         ids = [
             i
@@ -180,3 +180,29 @@ def test_a_subset_or_an_empty_file_is_refused(tmp_path):
     (empty / "predictions.jsonl").write_text("")
     with pytest.raises(CompareError, match=r"predictions.jsonl: holds no predictions"):
         compare_runs(tmp_path / "empty", tmp_path / "empty", "test")
+
+
+def test_inference_reads_each_runs_answers_of_that_mode_wherever_it_keeps_them(tmp_path):
+    """A run whose eval.inference is rank keeps its ranked answers in eval/<split>; a generate run given
+    `mile eval --inference rank` keeps them in eval/rank/<split>. --inference rank pairs those two."""
+    import yaml
+
+    def run(name, own_mode, own, other):
+        path = tmp_path / name
+        rows = lambda preds: [(q, t, p, k) for (q, t, k), p in zip(QUESTIONS, preds, strict=True)]  # noqa: E731
+        write_predictions(path, rows(own))
+        other_mode = "generate" if own_mode == "rank" else "rank"
+        write_predictions(path, rows(other), split=f"{other_mode}/test")
+        (path / "config.yaml").write_text(yaml.safe_dump({"eval": {"inference": own_mode}}))
+        return path
+
+    wrong = ["no", "yes", "x", "x", "x"]
+    right = ["yes", "no", "lung", "liver", "left"]
+    a = run("a", "generate", own=wrong, other=right)  # ranked answers under eval/rank/test
+    b = run("b", "rank", own=right, other=wrong)  # ranked answers under eval/test
+    assert compare_runs(a, b, "test", inference="rank")[0].only_a == 0  # both right everywhere
+    assert compare_runs(a, b, "test", inference="rank")[0].only_b == 0
+    assert compare_runs(a, b, "test", inference="generate")[0].only_a == 0  # both wrong everywhere
+    assert compare_runs(a, b, "test")[0].only_b == 5  # by path: a's generated against b's ranked
+    with pytest.raises(CompareError, match="expected generate or rank"):
+        compare_runs(a, b, "test", inference="beam")
