@@ -106,7 +106,8 @@ def test_the_everyday_use_block_runs_as_written(tmp_path, monkeypatch, shared_di
         run / "eval" / "validate" / "probe.json"
     ).exists()
     assert (
-        json.loads((run / "eval" / "rank" / "validate" / "metrics.json").read_text())["inference"] == "rank"
+        json.loads((run / "eval" / "generate" / "validate" / "metrics.json").read_text())["inference"]
+        == "generate"
     )
     assert (run.parent / "demo-export").is_dir()
 
