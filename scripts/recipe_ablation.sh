@@ -29,6 +29,7 @@ row() {
     vit2-s1 | vit2-s2) args=("$slake" "${vit2[@]}") ;;
     vit4-s1) args=("$slake" "${vit4[@]}") ;;
     vit-full-ld75-s1) args=("$slake" plan.vision=full train.layer_decay=0.75 eval.inference=generate) ;;
+    rad-default-s42 | rad-default-s1) args=("$rad" "${old[@]}") ;;
     rad-vit2-s42 | rad-vit2-s1) args=("$rad" "${vit2[@]}") ;;
     base-ftt-s1 | base-ftt-s2) args=("$slake" "${old[@]}" "${base[@]}") ;;
     *) echo "unknown row $1; rows: $(rows)" >&2; return 1 ;;
@@ -37,8 +38,8 @@ row() {
 }
 
 rows() {
-  echo default-s1 default-s2 px336-s1 vit2-s1 vit2-s2 vit4-s1 vit-full-ld75-s1 rad-vit2-s42 rad-vit2-s1 \
-    base-ftt-s1 base-ftt-s2
+  echo default-s1 default-s2 px336-s1 vit2-s1 vit2-s2 vit4-s1 vit-full-ld75-s1 rad-default-s42 rad-default-s1 \
+    rad-vit2-s42 rad-vit2-s1 base-ftt-s1 base-ftt-s2
 }
 
 # ensure_base: the export the base-ftt rows start from (the VQA-RAD row rad-vit2-s42). On a fresh machine its
