@@ -18,8 +18,9 @@ rad=configs/vqa_rad/mile-small.yaml
 old=("plan.vision=frozen" "eval.inference=generate")   # the recipe before issue 19 (configs now differ)
 vit2=("plan.vision={method: blocks, layers: [-2, -1]}" "eval.inference=generate")
 vit4=("plan.vision={method: blocks, layers: [-4, -3, -2, -1]}" "eval.inference=generate")
-base=("model.init.kind=mile" "model.init.path=runs/recipe/rad-vit2-s42-export" "model.init.vision=null"
-  "model.init.text=null")
+# F-T-T from a VQA-RAD run's export: base-ftt-* from rad-vit2-s42, base0-ftt-* from rad-default-s42 (frozen ViT)
+from() { echo "model.init.kind=mile" "model.init.path=runs/recipe/$1-export" "model.init.vision=null" \
+  "model.init.text=null"; }
 
 # row NAME: the config and overrides of that row (prints them; an unknown name is an error)
 row() {
@@ -31,7 +32,8 @@ row() {
     vit-full-ld75-s1) args=("$slake" plan.vision=full train.layer_decay=0.75 eval.inference=generate) ;;
     rad-default-s42 | rad-default-s1) args=("$rad" "${old[@]}") ;;
     rad-vit2-s42 | rad-vit2-s1) args=("$rad" "${vit2[@]}") ;;
-    base-ftt-s1 | base-ftt-s2) args=("$slake" "${old[@]}" "${base[@]}") ;;
+    base-ftt-s1 | base-ftt-s2) args=("$slake" "${old[@]}" $(from rad-vit2-s42)) ;;
+    base0-ftt-s1 | base0-ftt-s2) args=("$slake" "${old[@]}" $(from rad-default-s42)) ;;
     *) echo "unknown row $1; rows: $(rows)" >&2; return 1 ;;
   esac
   args+=("train.seed=${1##*-s}")
@@ -39,23 +41,23 @@ row() {
 
 rows() {
   echo default-s1 default-s2 px336-s1 vit2-s1 vit2-s2 vit4-s1 vit-full-ld75-s1 rad-default-s42 rad-default-s1 \
-    rad-vit2-s42 rad-vit2-s1 base-ftt-s1 base-ftt-s2
+    rad-vit2-s42 rad-vit2-s1 base-ftt-s1 base-ftt-s2 base0-ftt-s1 base0-ftt-s2
 }
 
-# ensure_base: the export the base-ftt rows start from (the VQA-RAD row rad-vit2-s42). On a fresh machine its
-# kept record holds no weights, so it is trained again (its record stays as kept).
+# ensure_base BASE: the export a base row starts from (the VQA-RAD row BASE). On a fresh machine its kept
+# record holds no weights, so it is trained again (its record stays as kept).
 ensure_base() {
-  [ ! -f runs/recipe/rad-vit2-s42-export/model.safetensors ] || return 0
-  if [ ! -d runs/recipe/rad-vit2-s42/weights ]; then
-    if kept rad-vit2-s42; then
+  [ ! -f "runs/recipe/$1-export/model.safetensors" ] || return 0
+  if [ ! -d "runs/recipe/$1/weights" ]; then
+    if kept "$1"; then
       local -a args
-      row rad-vit2-s42
-      mile train "${args[@]}" run.output_dir=runs/recipe run.name=rad-vit2-s42
+      row "$1"
+      mile train "${args[@]}" run.output_dir=runs/recipe "run.name=$1"
     else
-      run_row rad-vit2-s42
+      run_row "$1"
     fi
   fi
-  mile export runs/recipe/rad-vit2-s42 runs/recipe/rad-vit2-s42-export
+  mile export "runs/recipe/$1" "runs/recipe/$1-export"
 }
 
 # run_row NAME: train, rank, probe and keep the row unless its record is kept
@@ -64,7 +66,8 @@ run_row() {
   local -a args   # set by row (bash scoping); local, so that the base's row below does not overwrite ours
   kept "$name" && { echo "kept: $name"; return 0; }
   row "$name"
-  [[ $name != base-ftt-* ]] || ensure_base
+  [[ $name != base-ftt-* ]] || ensure_base rad-vit2-s42
+  [[ $name != base0-ftt-* ]] || ensure_base rad-default-s42
   echo "=== $(date +%T) train $name: ${args[*]}"
   mile train "${args[@]}" run.output_dir=runs/recipe "run.name=$name"
   mile eval "$run" --inference rank
