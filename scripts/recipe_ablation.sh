@@ -7,7 +7,7 @@
 #   OMP_NUM_THREADS=1 scripts/recipe_ablation.sh vit2-s2 vit4-s1 &
 #   OMP_NUM_THREADS=1 scripts/recipe_ablation.sh rad-vit2-s42 base-ftt-s1 base-ftt-s2 &
 # With no arguments it runs every row in order. `scripts/recipe_ablation.sh --list` prints the rows.
-# Times (one thread beside another lane, bf16): a frozen-ViT row ~27 min, a top-2-blocks row ~80 min, plus ~8 min
+# Times (one thread beside another lane, bf16): a frozen-ViT row ~27 min, a top-2-blocks row ~60-75 min, plus ~8 min
 # of ranking each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
