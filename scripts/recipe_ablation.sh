@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/study_lib.sh
+command -v mile > /dev/null || { echo "mile is not on PATH: activate the environment (. .venv/bin/activate)" >&2; exit 1; }
 records=docs/recipe/runs
 slake=configs/slake/mile-small.yaml
 rad=configs/vqa_rad/mile-small.yaml
