@@ -7,7 +7,7 @@ mode, under the same autocast, as the uncached forward would. With the whole tow
 output. When only the top blocks train (`plan.vision: {method: blocks, layers: [-2, -1]}`) it keeps the residual
 stream below them, in the dtype the stream has (fp32 under bf16 autocast for mile-small, whose LayerScale
 promotes it), and every step runs just the trained blocks and the final norm on it: exact as well, since the
-frozen blocks below stay in eval mode (MileModel.train). Under bf16 the states are stored in bf16, half the
+frozen blocks below stay in eval mode (VisionTower.train). Under bf16 the states are stored in bf16, half the
 memory of fp32 (mile-small at 224 px: 257 x 384 values, 197 KB per image instead of 395 KB). mile-small's tower
 ends in a LayerNorm over an fp32 residual stream, whose output autocast leaves in fp32, but the only readers of
 the states are the JTM's cross-attention key / value projections, which autocast casts to bf16 anyway, so they

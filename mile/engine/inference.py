@@ -49,7 +49,7 @@ def evaluate_run(
     """Metrics of the run on `splits`; `data_overrides` (nested `data` keys) merge over the run's data section.
     `inference` other than the run's eval.inference (generate / rank) writes to eval/<inference>/<split>/."""
     overrides: dict[str, Any] = {"data": {**(data_overrides or {}), "eval_splits": splits}}
-    tag = "" if inference in (None, run.config().eval.inference) else inference
+    tag = run.inference_tag(inference)
     if inference is not None:
         overrides["eval"] = {"inference": inference}
     tune_memory()

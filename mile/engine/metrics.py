@@ -95,12 +95,10 @@ def by_question_type(items: Iterable[tuple[Any, bool]]) -> dict[str, dict[str, A
     """(question_type, correct) items -> {type: {"acc", "n", "wrong"}}, most wrong answers first; questions
     without a type count under "(none)". Empty when no question has a type."""
     groups: dict[str, list[bool]] = {}
-    typed = False
     for question_type, correct in items:
-        label = str(question_type).strip() if question_type not in (None, "") else ""
-        typed = typed or bool(label)
+        label = str(question_type).strip() if question_type is not None else ""
         groups.setdefault(label or "(none)", []).append(bool(correct))
-    if not typed:
+    if set(groups) <= {"(none)"}:
         return {}
     table = {label: {**_group(c), "wrong": len(c) - sum(c)} for label, c in groups.items()}
     return dict(sorted(table.items(), key=lambda kv: (-kv[1]["wrong"], kv[0])))

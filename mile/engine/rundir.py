@@ -60,6 +60,11 @@ class RunDir:
     def eval_dir(self, split: str) -> Path:
         return self.path / "eval" / split
 
+    def inference_tag(self, inference: str | None) -> str:
+        """The folder under eval/ that holds this run's `inference` (generate / rank) answers: "" for the run's
+        own eval.inference (eval/<split>), the mode's name for one `mile eval --inference` added."""
+        return "" if inference in (None, self.config().eval.inference) else inference
+
     def create(self, config: Config, **facts: Any) -> RunDir:
         """Write the config and env.json (versions, device, plus `facts` such as the precision used), and set
         aside the space the final status will need."""

@@ -124,8 +124,8 @@ def inference_split(run_dir: Path, split: str, inference: str | None) -> str:
         raise CompareError(f"inference {inference!r}: expected generate or rank")
     from mile.engine.rundir import RunDir
 
-    own = RunDir(run_dir).config().eval.inference
-    return split if inference == own else f"{inference}/{split}"
+    tag = RunDir(run_dir).inference_tag(inference)
+    return f"{tag}/{split}" if tag else split
 
 
 def compare_runs(
