@@ -8,13 +8,15 @@
 records=docs/study/runs
 study=configs/sweeps/mile-small/study.yaml
 
-# keep RUN_DIR [AS]: copy the run's record (everything but checkpoints/, weights/, best/ and tb/) to $records/AS
+# keep RUN_DIR [AS]: copy the run's record (everything but checkpoints/, weights/, best/, tb/ and the disk reserve)
+# to $records/AS
 # (default: its path under runs/)
 keep() {
   local run=${1%/}
   local dest=$records/${2:-${run#runs/}}
   rm -rf "$dest" && mkdir -p "$dest"
-  tar -C "$run" -cf - --exclude=./checkpoints --exclude=./weights --exclude=./best --exclude=./tb . | tar -C "$dest" -xf -
+  tar -C "$run" -cf - --exclude=./checkpoints --exclude=./weights --exclude=./best --exclude=./tb --exclude=./.reserve . |
+    tar -C "$dest" -xf -
   [ -z "${STUDY_COMMIT:-}" ] || commit_record "$dest"
 }
 
@@ -41,28 +43,41 @@ kept() {
   return 1
 }
 
-# probe_and_keep RUN_DIR: what the run takes from image and question (eval/<split>/probe.json), then keep it
-probe_and_keep() {
+# both_modes RUN_DIR: the answers of the inference mode the run's config did not use too (eval/<mode>/<split>), so
+# that every row reports ranked and generated accuracy side by side
+both_modes() {
+  local run=${1%/} other=generate
+  grep -q '"done"' "$run/status.json" || return 0
+  ! grep -q 'inference: generate' "$run/config.yaml" || other=rank
+  ls "$run"/eval/$other/*/metrics.json > /dev/null 2>&1 || mile eval "$run" --inference $other
+}
+
+# evaluate_and_keep RUN_DIR: both inference modes, what the run takes from image and question
+# (eval/<split>/probe.json), then keep it
+evaluate_and_keep() {
   local run=${1%/}
   grep -q '"done"' "$run/status.json" || { echo "$run did not finish: not kept"; return 1; }
+  both_modes "$run"
   ls "$run"/eval/*/probe.json > /dev/null 2>&1 || mile probe "$run" --limit 256 || true
   keep "$run"
 }
 
-# run_name PLAN [SWEEP]: the name of PLAN's run in SWEEP (default: the study sweep), as `mile sweep --dry-run` lists it
-run_name() {
-  mile sweep "${2:-$study}" --only "$1" --dry-run | awk -v plan="$1" '$3 == plan { print $2; exit }'
+# sweep_run STEM [SWEEP]: the name of the run STEM-<hash> (e.g. F-T-T-s1) of SWEEP (default: the study's), as
+# `mile sweep --dry-run` lists it; exact, so that T-T-LoRA-s1 does not find T-T-LoRA_r4-s1
+sweep_run() {
+  mile sweep "${2:-$study}" --dry-run 2> /dev/null |
+    awk -v stem="$1" '$1 ~ /^[0-9]+$/ && $2 == stem "-" substr($2, length(stem) + 2) && length($2) == length(stem) + 9 { print $2; exit }'
 }
 
-# plan_kept PLAN [SWEEP]: SWEEP's run of PLAN (e.g. F-IA3-IA3; default sweep: the study's), unless its record is kept
-plan_kept() {
+# sweep_kept STEM [SWEEP]: SWEEP's run STEM (default sweep: the study's), evaluated and kept, unless its record is kept
+sweep_kept() {
   local sweep=${2:-$study} name
-  name=$(run_name "$1" "$sweep")
-  [ -n "$name" ] || { echo "no run of plan $1 in $sweep" >&2; return 1; }
+  name=$(sweep_run "$1" "$sweep")
+  [ -n "$name" ] || { echo "no run $1 in $sweep" >&2; return 1; }
   kept "study/slake/$name" && { echo "kept: $name"; return 0; }
   echo "=== $(date +%T) sweep $name"
   mile sweep "$sweep" --only "$name"   # a failure is recorded in the run's status.json and in the report
-  probe_and_keep "runs/study/slake/$name"
+  evaluate_and_keep "runs/study/slake/$name"
 }
 
 # train_kept NAME CONFIG [OVERRIDES...]: train runs/instruct/NAME unless its record is kept
@@ -71,7 +86,7 @@ train_kept() {
   shift
   kept "instruct/$name" && { echo "kept: $name"; return 0; }
   echo "=== $(date +%T) train $name"
-  mile train "$@" "run.name=$name" && probe_and_keep "runs/instruct/$name"
+  mile train "$@" "run.name=$name" && evaluate_and_keep "runs/instruct/$name"
 }
 
 # further SEED PLAIN_RUN: workflow (b), the plain run of that seed tuned further on instruction data. Every seed
@@ -79,7 +94,6 @@ train_kept() {
 # keeps parallel lanes from exporting over each other, and init.sha256 in the run records which model it was.
 further() {
   local seed=$1 plain=${2%/} name=b-further-s$1
-  [ "$seed" = 1 ] && name=b-further
   kept "instruct/$name" && { echo "kept: $name"; return 0; }
   mkdir -p runs/instruct
   (
@@ -89,5 +103,5 @@ further() {
     mile train configs/instruct/b-further.yaml "train.seed=$seed" "run.name=$name" || exit 1
     { sha256sum runs/instruct/plain-export/model.safetensors; echo "exported from $plain"; } \
       > "runs/instruct/$name/init.sha256"
-  ) 9> runs/instruct/.plain-export.lock && probe_and_keep "runs/instruct/$name"
+  ) 9> runs/instruct/.plain-export.lock && evaluate_and_keep "runs/instruct/$name"
 }

@@ -64,7 +64,9 @@ def test_a_base_row_trains_and_exports_the_base_first_then_resumes_from_kept_rec
     result, calls = run_script(root, "base-ftt-s1", "rad-vit2-s42")
     assert result.returncode == 0 and calls == [], calls
     assert result.stdout.split().count("kept:") == 2
-    shutil.rmtree(root / "docs/recipe/runs/base-ftt-s1")  # a new base row: the base is trained again, not kept
+    shutil.rmtree(
+        root / "docs/recipe/runs/base-ftt-s1"
+    )  # a new base row: the base is trained again, not kept
     result, calls = run_script(root, "base-ftt-s1")
     assert result.returncode == 0, result.stderr
     assert [c.split()[0] for c in calls] == ["train", "export", "train", "eval", "probe"], calls

@@ -17,6 +17,7 @@ def fake_run(root: Path, rel: str, state: str = "done") -> Path:
     run = root / "runs" / rel
     for sub in ("checkpoints/step-10", "weights", "tb", "eval/validate"):
         (run / sub).mkdir(parents=True)
+    (run / ".reserve").write_bytes(b"\0" * 64)  # the run directory's disk reserve (mile.engine.rundir)
     (run / "weights" / "model.safetensors").write_bytes(b"\0" * 64)
     (run / "checkpoints" / "step-10" / "state.bin").write_bytes(b"\0" * 64)
     (run / "tb" / "events").write_text("x")
@@ -26,7 +27,7 @@ def fake_run(root: Path, rel: str, state: str = "done") -> Path:
     return run
 
 
-def test_keep_copies_the_record_without_weights_checkpoints_or_tensorboard(tmp_path):
+def test_keep_copies_the_record_without_weights_checkpoints_tensorboard_or_disk_reserve(tmp_path):
     fake_run(tmp_path, "study/slake/F-T-T-1234abcd")
     result = bash(tmp_path, "keep runs/study/slake/F-T-T-1234abcd/")
     assert result.returncode == 0, result.stderr
@@ -58,7 +59,7 @@ def test_a_kept_step_is_not_run_again(tmp_path):
 
 def test_an_unfinished_run_is_not_kept(tmp_path):
     fake_run(tmp_path, "instruct/a-direct-s3", state="failed")
-    result = bash(tmp_path, "probe_and_keep runs/instruct/a-direct-s3")
+    result = bash(tmp_path, "evaluate_and_keep runs/instruct/a-direct-s3")
     assert result.returncode == 1 and "did not finish" in result.stdout
     assert not (tmp_path / "docs/study/runs/instruct/a-direct-s3").exists()
 
@@ -98,26 +99,29 @@ def test_the_repository_does_not_ignore_kept_records():
 
 
 DRY_RUN = """sweep study.yaml: 2 run(s) in runs/study/slake
- #  name                 plan         varying  status  trainable  total  %
- 1  T-T-LoRA-32027b63    T-T-LoRA     -        new     1          2      50.0
- 2  T-T-LoRA_r4-e5f56f62 T-T-LoRA_r4  -        new     1          2      50.0
+ #  name                    plan         varying       status  trainable  total  %
+ 1  T-T-LoRA-s1-32027b63    T-T-LoRA     train.seed=1  new     1          2      50.0
+ 2  T-T-LoRA_r4-s1-e5f56f62 T-T-LoRA_r4  train.seed=1  new     1          2      50.0
 """
 
 
-def test_plan_kept_runs_exactly_that_plans_run_and_keeps_it(tmp_path):
+def test_sweep_kept_runs_exactly_that_run_evaluates_both_modes_and_keeps_it(tmp_path):
     # a stub `mile`: lists the dry run, "trains" by writing the run a sweep would, and logs its calls
     (tmp_path / "dry.txt").write_text(DRY_RUN)
     script = (
         'mile() { echo "$*" >> calls.txt; case "$*" in *--dry-run*) cat dry.txt;; '
-        'sweep*) mkdir -p runs/study/slake/$4/eval/v && echo \'{"state": "done"}\' > runs/study/slake/$4/status.json '
-        "&& touch runs/study/slake/$4/eval/v/probe.json;; esac; }; "
-        "plan_kept T-T-LoRA_r4 s.yaml && plan_kept T-T-LoRA_r4 s.yaml; plan_kept F-X-X s.yaml || echo MISSING"
+        'sweep*) r=runs/study/slake/$4; mkdir -p $r/eval/v && echo \'{"state": "done"}\' > $r/status.json '
+        "&& echo 'eval: {inference: generate}' > $r/config.yaml && touch $r/eval/v/probe.json;; "
+        "eval*) mkdir -p $2/eval/$4/v && touch $2/eval/$4/v/metrics.json;; esac; }; "
+        "sweep_kept T-T-LoRA-s1 s.yaml && sweep_kept T-T-LoRA-s1 s.yaml; sweep_kept T-T-LoRA s.yaml || echo MISSING"
     )
     result = bash(tmp_path, script)
-    calls = (tmp_path / "calls.txt").read_text().splitlines()
-    trained = [c for c in calls if "--dry-run" not in c]
-    # r4 only (not the r8 run whose name shares its prefix), trained once, then skipped as kept
-    assert trained == ["sweep s.yaml --only T-T-LoRA_r4-e5f56f62"], calls
-    assert "kept: T-T-LoRA_r4-e5f56f62" in result.stdout and "MISSING" in result.stdout
-    assert (tmp_path / "docs/study/runs/study/slake/T-T-LoRA_r4-e5f56f62/status.json").exists()
-    assert "no run of plan F-X-X" in result.stderr
+    calls = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "--dry-run" not in c]
+    # T-T-LoRA-s1 only (not the r4 run whose name starts alike), trained and ranked once, then skipped as kept
+    assert calls == [
+        "sweep s.yaml --only T-T-LoRA-s1-32027b63",
+        "eval runs/study/slake/T-T-LoRA-s1-32027b63 --inference rank",
+    ]
+    assert "kept: T-T-LoRA-s1-32027b63" in result.stdout and "MISSING" in result.stdout
+    assert (tmp_path / "docs/study/runs/study/slake/T-T-LoRA-s1-32027b63/eval/rank/v/metrics.json").exists()
+    assert "no run T-T-LoRA in s.yaml" in result.stderr

@@ -58,39 +58,44 @@ def test_paper_scale_is_blip_base_480_from_the_hub_checkpoint_on_slake():
             assert (d.dataset, d.language) == ("slake", "en")
 
 
-def test_mile_small_scale_is_cpu_sized_and_starts_from_the_placeholder_base():
+def test_mile_small_scale_is_the_slake_recipe_from_the_study_base():
     base = load_config(CONFIGS / "sweeps" / "mile-small" / "base.yaml")
     assert (base.model.init.kind, str(base.model.init.path)) == ("mile", "runs/study/base-export")
     for path in sweeps("mile-small"):
         for run in load_sweep(path).runs:
             cfg = run.config
-            assert (cfg.model.size, cfg.model.image_size, cfg.train.epochs) == ("mile-small", 112, 3)
+            assert (cfg.model.size, cfg.model.image_size, cfg.train.epochs) == ("mile-small", 224, 10)
+            assert (cfg.eval.inference, cfg.train.mixed_precision) == ("rank", "auto")
             assert cfg.model.init == base.model.init and cfg.data.dataset == "slake"
 
 
-def test_the_cpu_study_is_a_cross_section_of_the_presets_plus_the_trained_baselines():
+STUDY = CONFIGS / "sweeps" / "mile-small" / "study.yaml"
+
+
+def test_the_cpu_study_is_a_cross_section_of_the_presets_plus_baselines_and_partial_tuning():
     presets = [PlanConfig.model_validate(yaml.safe_load(p.read_text())["plan"]) for p in PRESETS.values()]
-    runs = load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs
-    plans = [run.plan for run in runs]
-    baselines = {"T-T-T", "F-T-T"}
-    assert baselines <= set(plans) and len(set(plans)) == len(plans)
+    runs = load_sweep(STUDY).runs
+    extra = {"T-T-T", "F-T-T", "F-LN-LN", "F-Attn-Attn", "F-FFN-FFN"}  # baselines; the LayerNorm paper's rows
+    assert extra <= {run.plan for run in runs} and len({run.name for run in runs}) == len(runs)
     for run in runs:
-        assert run.plan in baselines or run.config.plan in presets, run.plan
+        assert run.plan in extra or run.config.plan in presets, run.plan
 
 
-def test_the_study_f_t_t_run_is_the_plain_model_of_instruction_workflow_b():
-    # scripts/cpu_study.sh exports that run as runs/instruct/plain-export instead of training plain.yaml again
-    (run,) = [
-        r for r in load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs if r.plan == "F-T-T"
-    ]
-    differing = differing_leaves(load_config(CONFIGS / "instruct" / "plain.yaml"), run.config)
-    assert differing == set(), differing
+def test_the_study_f_t_t_runs_are_the_plain_models_of_instruction_workflow_b():
+    # scripts/cpu_study.sh exports F-T-T of seed N as the converged model of (b) and keeps it as plain-sN
+    runs = [r for r in load_sweep(STUDY).runs if r.plan == "F-T-T"]
+    assert sorted(r.config.train.seed for r in runs) == [1, 2, 3]
+    for run in runs:
+        plain = load_config(CONFIGS / "instruct" / "plain.yaml", [f"train.seed={run.config.train.seed}"])
+        assert differing_leaves(plain, run.config) == set(), run.name
 
 
-def test_the_study_seed_runs_differ_from_the_study_runs_only_in_the_seed():
-    # so that `mile report` pools them with the study's seed-1 runs of the same plan
-    study = {r.plan: r for r in load_sweep(CONFIGS / "sweeps" / "mile-small" / "study.yaml").runs}
-    extra = load_sweep(CONFIGS / "sweeps" / "mile-small" / "study-seeds.yaml").runs
-    assert extra and {r.name for r in extra}.isdisjoint(r.name for r in study.values())
-    for run in extra:
-        assert differing_leaves(study[run.plan].config, run.config) == {"train.seed"}, run.plan
+def test_every_plan_of_the_study_has_two_seeds_and_its_seeds_differ_only_in_the_seed():
+    # so that `mile report` pools them into mean ± std
+    by_plan: dict[str, list] = {}
+    for run in load_sweep(STUDY).runs:
+        by_plan.setdefault(run.plan, []).append(run)
+    for plan, runs in by_plan.items():
+        assert {1, 2} <= {r.config.train.seed for r in runs}, plan
+        for run in runs[1:]:
+            assert differing_leaves(runs[0].config, run.config) == {"train.seed"}, run.name
