@@ -282,11 +282,18 @@ def report(
     images: Annotated[
         str, typer.Option(help="with --html: embed (a thumbnail of each question's image) or none")
     ] = "embed",
+    inference: Annotated[
+        str | None,
+        typer.Option(
+            help="tabulate the generate or the rank answers of every run, each read where its run keeps them "
+            "(default: each run's own eval.inference)"
+        ),
+    ] = None,
 ) -> None:
     """Table (Markdown + CSV, the paper's layout, seeds aggregated) and plots over finished runs."""
     from mile.cli.report import report_command
 
-    report_command(directory, split, rule, out, label, html, images)
+    report_command(directory, split, rule, out, label, html, images, inference)
 
 
 @app.command()

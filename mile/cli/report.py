@@ -20,11 +20,12 @@ def report_command(
     label: str = "config",
     html: Path | None = None,
     images: str = "embed",
+    inference: str | None = None,
 ) -> None:
     from mile.report.html import check_images, write_html
 
     check_images(images)  # before anything is written
-    report = write_report(directory, out, split, rule, label)
+    report = write_report(directory, out, split, rule, label, inference=inference)
     typer.echo(report.markdown.split("## Plots")[0].rstrip() + "\n")
     typer.echo("wrote " + ", ".join(str(f) for f in report.files))
     if html is not None:

@@ -43,19 +43,21 @@ def write_report(
     rule: str = "yesno",
     label: str = "config",
     baselines: dict[str, dict] | None = None,
+    inference: str | None = None,
 ) -> Report:
     """Collect the runs under `root` and write report.md, report.csv and the plots to `out` (default: root).
-    `baselines`: name -> scores shaped like a metrics.json (e.g. the majority answer's), rows before the runs."""
+    `baselines`: name -> scores shaped like a metrics.json (e.g. the majority answer's), rows before the runs.
+    `inference` (generate / rank): each run's answers of that mode; None: those of its own eval.inference."""
     from mile.report.plots import accuracy_plot, loss_plot
 
-    check_choices(rule, label)
+    check_choices(rule, label, inference)
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"report: {root} is not a directory")
     out = Path(out) if out is not None else root
     out.mkdir(parents=True, exist_ok=True)
     done, others = collect(root)
-    rows, missing = build_rows(done, split, rule, label)
+    rows, missing = build_rows(done, split, rule, label, inference)
     shown = split or (rows[0].split if rows else "")
     firsts = [baseline_row(name, scores, shown, rule) for name, scores in (baselines or {}).items()]
     left_out = missing + [(r, r.state + (f": {r.error}" if r.error else "")) for r in others]

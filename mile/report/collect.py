@@ -44,15 +44,22 @@ class RunRecord:
     stats: dict[str, Any] = field(default_factory=dict)  # train_stats.json ({} before training ends)
     log: list[dict[str, Any]] = field(default_factory=list)  # train_log.jsonl
 
-    def metrics(self, split: str) -> dict[str, Any] | None:
-        """eval/<split>/metrics.json; None when there is none, CorruptFile when it is not JSON or lacks the
-        accuracies and counts the table reads."""
-        name = f"eval/{split}/metrics.json"
+    def metrics(self, split: str, inference: str | None = None) -> dict[str, Any] | None:
+        """The metrics.json of the run's `inference` (generate / rank; None: its own eval.inference) answers on
+        `split`; None when there is none, CorruptFile when it is not JSON or lacks the accuracies and counts the
+        table reads."""
+        name = f"{self.answers(split, inference)}/metrics.json"
         metrics = read_object(self.path, name)
         problem = metrics_problem(metrics) if metrics is not None else None
         if problem:
             raise CorruptFile(name, problem)
         return metrics
+
+    def answers(self, split: str, inference: str | None = None) -> str:
+        """Where the run keeps its `inference` answers on `split`, relative to it: eval/<split> for its own
+        eval.inference, eval/<mode>/<split> for a mode `mile eval --inference` added (RunDir.inference_tag)."""
+        own = self.config.eval.inference if self.config else None
+        return f"eval/{split}" if inference in (None, own) else f"eval/{inference}/{split}"
 
     def probe(self, split: str) -> dict[str, Any] | None:
         """`mile probe`'s eval/<split>/probe.json, if the run was probed (CorruptFile if it is not JSON)."""

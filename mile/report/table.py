@@ -41,6 +41,7 @@ _SEED_SUFFIX = re.compile(r"-s\d+$")
 # run directories' names without a trailing -s<seed> (plain, plain-s2 -> plain), for hand-named runs whose
 # configs differ in many keys at once (the instruction workflows).
 LABELS = ("config", "dir")
+INFERENCES = ("generate", "rank")  # eval.inference: the answers a row tabulates
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Row:
     open_recall: float | None
     open_f1: float | None
     gaps: dict[str, tuple[float | None, float | None]]  # probe: input -> (mean, std) loss rise in nats/token
+    inference: str = ""  # whose answers: generate / rank ("" for a row that trains nothing)
 
     @property
     def seeds(self) -> list[int]:
@@ -79,7 +81,9 @@ class ReportError(MileError, ValueError):
     """A report asked for with a rule or label that does not exist."""
 
 
-def check_choices(rule: str, label: str) -> None:
+def check_choices(rule: str, label: str, inference: str | None = None) -> None:
+    if inference not in (None, *INFERENCES):
+        raise ReportError(f"unknown inference mode {inference!r}; valid: {list(INFERENCES)}")
     if rule not in RULES:
         raise ReportError(f"unknown closed-question rule {rule!r}; valid rules: {list(RULES)}")
     if label not in LABELS:
@@ -87,30 +91,40 @@ def check_choices(rule: str, label: str) -> None:
 
 
 def build_rows(
-    records: list[RunRecord], split: str | None, rule: str, label: str = "config"
+    records: list[RunRecord],
+    split: str | None,
+    rule: str,
+    label: str = "config",
+    inference: str | None = None,
 ) -> tuple[list[Row], list[tuple[RunRecord, str]]]:
-    """Rows (sorted by setting, then trainable %) and the done runs left out, with the reason."""
-    check_choices(rule, label)
+    """Rows (sorted by setting, then trainable %) and the done runs left out, with the reason. `inference`
+    (generate / rank) tabulates each run's answers of that mode; None, those of its own eval.inference."""
+    check_choices(rule, label, inference)
     groups: dict[str, list[tuple[RunRecord, dict]]] = {}
     left_out = []
+    # seeds pool; so do runs whose own eval.inference differs when one mode's answers are tabulated
+    pooled = {"train.seed"} | ({"eval.inference"} if inference else set())
     for record in records:
         chosen = split or record.first_split
         try:
-            metrics = record.metrics(chosen) if chosen else None
+            metrics = record.metrics(chosen, inference) if chosen else None
             record.probe(chosen or "")  # read now: a corrupt probe.json leaves the run out, not the report
         except CorruptFile as exc:
             left_out.append((record, str(exc)))
             continue
         if metrics is None:
-            left_out.append((record, f"no eval/{chosen}/metrics.json"))
+            where = record.answers(chosen or "", inference)
+            hint = f" (mile eval {record.path} --inference {inference})" if where != f"eval/{chosen}" else ""
+            left_out.append((record, f"no {where}/metrics.json{hint}"))
             continue
-        leaves = run_leaves(record)
-        leaves.pop("train.seed", None)
+        leaves = {k: v for k, v in run_leaves(record).items() if k not in pooled}
         key = json.dumps({"split": chosen, **leaves}, sort_keys=True, default=str)
         groups.setdefault(key, []).append((record, metrics))
     firsts = [run_leaves(members[0][0]) for members in groups.values()]
-    varying = [k for k in varying_keys(firsts) if not k.startswith("plan.") and k != "train.seed"]
+    varying = [k for k in varying_keys(firsts) if not k.startswith("plan.") and k not in pooled]
     rows = [_row(members, split, rule, varying) for members in groups.values()]
+    for row in rows:
+        row.inference = inference or "/".join(sorted({r.config.eval.inference for r in row.runs}))
     if label == "dir":
         for row in rows:
             row.setting = " / ".join(dict.fromkeys(_SEED_SUFFIX.sub("", r.path.name) for r in row.runs))
@@ -215,10 +229,15 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def caption(rows: list[Row], rule: str) -> str:
     splits = sorted({r.split for r in rows})
+    modes = sorted(
+        {r.inference for r in rows if r.inference}
+    )  # generate: beam search; rank: candidate answers
     datasets = sorted({r.runs[0].config.data.dataset for r in rows if r.runs})
     credit = [CREDITS[d] for d in datasets if d in CREDITS]
     return (
-        f"Accuracy (%) on split {', '.join(f'`{s}`' for s in splits) or '-'}; {RULES[rule]}, open = the "
+        f"Accuracy (%) on split {', '.join(f'`{s}`' for s in splits) or '-'}"
+        + (f" of the {' / '.join(f'`{m}`' for m in modes)} answers" if modes else "")
+        + f"; {RULES[rule]}, open = the "
         "other questions, global = all; n = questions per group (open/closed/global). Mean ± sample std over "
         "seeds where a config ran with several (Seeds). #Params = trainable / all parameters, adapters "
         "included (%, 3 decimals), and the trainable count. Memory = peak GPU memory allocated in training "
@@ -289,7 +308,7 @@ CSV_COLUMNS = [
     "setting", "vit", "jtm", "dec", "rank", "plan", "params_pct", "trainable", "total", "memory_mb",
     "memory_kind", "open_acc", "open_std", "closed_acc", "closed_std", "global_acc", "global_std", "open_n",
     "closed_n", "global_n", "image_gap", "image_closed_gap", "question_gap", "wall_s", "samples_per_s", "seeds",
-    "n_seeds", "open_recall", "open_f1", "split", "rule", "runs",
+    "n_seeds", "open_recall", "open_f1", "split", "inference", "rule", "runs",
 ]  # fmt: skip
 
 
@@ -308,7 +327,7 @@ def write_csv(rows: list[Row], rule: str, file: Path, root: Path) -> Path:
                 setting=r.setting, rank=r.rank, plan=r.plan, params_pct=r.params_pct, trainable=r.trainable,
                 total=r.total, memory_mb=r.memory_mb, memory_kind=r.memory_kind, wall_s=r.wall_s,
                 samples_per_s=r.samples_per_s, seeds=" ".join(map(str, r.seeds)), n_seeds=len(r.runs),
-                open_recall=r.open_recall, open_f1=r.open_f1, split=r.split, rule=rule,
+                open_recall=r.open_recall, open_f1=r.open_f1, split=r.split, inference=r.inference, rule=rule,
                 runs=" ".join(relative(x.path, root) for x in r.runs),
             )  # fmt: skip
             writer.writerow(line)

@@ -219,3 +219,26 @@ def test_garbled_run_files_leave_the_run_out_with_the_reason(fake_run, runs_root
     assert reasons["bad-3"].startswith("invalid: corrupt train_stats.json (UnicodeDecodeError")
     assert reasons["bad-4"].startswith("corrupt eval/test/probe.json (not JSON: ")
     assert reasons["list-status"] == "invalid: corrupt status.json (holds a JSON list, not an object)"
+
+
+def test_inference_tabulates_each_runs_answers_of_that_mode_wherever_it_keeps_them(fake_run, runs_root):
+    ranked = fake_run("a-s1", seed=1, acc=metrics(0.5, 0.8, 0.7))
+    generated = fake_run("a-s2", seed=2, acc=metrics(0.6, 0.9, 0.8))  # its own eval.inference: generate
+    config = ranked / "config.yaml"  # a run whose own mode is rank keeps those answers in eval/test
+    config.write_text(config.read_text().replace("inference: generate", "inference: rank"))
+    (ranked / "eval" / "generate" / "test").mkdir(parents=True)  # what `mile eval --inference generate` adds
+    (ranked / "eval" / "generate" / "test" / "metrics.json").write_text(json.dumps(metrics(0.1, 0.2, 0.3)))
+    done, _ = collect(runs_root)
+    (row,), left = build_rows(done, None, "yesno", inference="generate")
+    assert left == [] and row.seeds == [1, 2] and row.inference == "generate"
+    assert row.acc["global"][0] == pytest.approx(55.0)  # (30 + 80) / 2
+    (row,), left = build_rows(done, None, "yesno", inference="rank")
+    assert [r.path.name for r in row.runs] == ["a-s1"] and row.acc["global"][0] == pytest.approx(70.0)
+    assert left[0][0].path.name == "a-s2"
+    assert left[0][1] == f"no eval/rank/test/metrics.json (mile eval {generated} --inference rank)"
+    rows, _ = build_rows(done, None, "yesno")  # each run's own answers: the modes differ, so two rows
+    assert sorted(r.inference for r in rows) == ["generate", "rank"]
+    report = write_report(runs_root, inference="generate")
+    assert "split `test` of the `generate` answers" in report.markdown
+    with pytest.raises(ValueError, match="unknown inference mode 'beam'"):
+        write_report(runs_root, inference="beam")
