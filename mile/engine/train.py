@@ -70,6 +70,10 @@ def train_run(cfg: Config, run: RunDir, resume: bool = True) -> dict[str, Any]:
         elif accelerator.is_main_process:  # nothing to train, but a done run always has its weights
             save_weights(session.tuning, run.weights)
         usage["precision"] = precision.used
+        if accelerator.is_main_process:  # what this task must keep beside the base model: the plan's weights/
+            usage["stored_mb"] = round(
+                sum(f.stat().st_size for f in run.weights.rglob("*") if f.is_file()) / 2**20, 3
+            )
         metrics = evaluate_splits(cfg, session, splits, run, accelerator, cache=cache, merge=True)
         if accelerator.is_main_process:
             run.write_json("train_stats.json", usage)

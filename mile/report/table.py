@@ -63,6 +63,7 @@ class Row:
     n: dict[str, int | None]
     wall_s: float | None
     samples_per_s: float | None
+    stored_mb: float | None  # what a run must keep for its task (its weights/), MB
     open_recall: float | None
     open_f1: float | None
     gaps: dict[str, tuple[float | None, float | None]]  # probe: input -> (mean, std) loss rise in nats/token
@@ -176,6 +177,7 @@ def _row(members: list[tuple[RunRecord, dict]], split: str | None, rule: str, va
         n=n,
         wall_s=_mean([r.stats.get("wall_s") for r in runs]),
         samples_per_s=_mean([r.stats.get("samples_per_s") for r in runs]),
+        stored_mb=_mean([r.stats.get("stored_mb") for r in runs]),
         open_recall=_mean([s.get("recall") for s in soft]),
         open_f1=_mean([s.get("f1") for s in soft]),
         gaps=gaps,
@@ -193,7 +195,7 @@ def baseline_row(name: str, scores: dict, split: str, rule: str) -> Row:
     return Row(
         runs=[], split=split, towers=("-", "-", "-"), rank="-", plan="", setting=name, params_pct=None,
         trainable=None, total=None, memory_mb=None, memory_kind=None, acc=acc, n=n, wall_s=None,
-        samples_per_s=None, open_recall=soft.get("recall"), open_f1=soft.get("f1"),
+        samples_per_s=None, stored_mb=None, open_recall=soft.get("recall"), open_f1=soft.get("f1"),
         gaps={k: (None, None) for k in PROBED},
     )  # fmt: skip
 
@@ -244,6 +246,12 @@ def caption(rows: list[Row], rule: str) -> str:
         "(GPU alloc) or, on a CPU, the peak resident set of the training process (CPU RSS), MB. Time = "
         "training wall time."
         + (
+            " Stored = what a run must keep for its task beside the base model (its weights/: the parameters "
+            "its plan trains, fp32), MB."
+            if any(r.stored_mb is not None for r in rows)
+            else ""
+        )
+        + (
             " Image / Question gap = `mile probe`: how much the answer loss (nats per answer token, "
             "teacher-forced) rises when another question's image / question replaces the true one; about 0 "
             "means the model ignores that input; (closed) = over the questions the dataset labels closed."
@@ -271,17 +279,26 @@ def _probed(row: Row) -> bool:
 def markdown_table(rows: list[Row]) -> str:
     setting = any(r.setting for r in rows)
     probed = any(_probed(r) for r in rows)
-    header = (["Setting"] if setting else []) + HEADER + (PROBE_HEADER if probed else []) + EXTRA
+    stored = any(r.stored_mb is not None for r in rows)  # runs trained before it was measured have none
+    header = HEADER[:6] + (["Stored"] if stored else []) + HEADER[6:]
+    header = (["Setting"] if setting else []) + header + (PROBE_HEADER if probed else []) + EXTRA
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         memory = "n/a" if r.memory_mb is None else f"{r.memory_mb:,.0f} MB ({r.memory_kind})"
         cells = [*r.towers, r.rank, _params(r), memory]
+        cells += [_stored(r.stored_mb)] if stored else []
         cells += [_mean_std_text(*r.acc[g], ".2f", "n/a") for g in GROUPS]
         cells += [_mean_std_text(*r.gaps[k], "+.3f", "-") for k in PROBED] if probed else []
         cells += [_num(r.wall_s, 1), _num(r.samples_per_s, 2), str(len(r.runs)) if r.runs else "-"]
         cells.append("/".join("-" if r.n[g] is None else str(r.n[g]) for g in GROUPS))
         lines.append("| " + " | ".join(([r.setting or "-"] if setting else []) + cells) + " |")
     return "\n".join(lines)
+
+
+def _stored(mb: float | None) -> str:
+    if mb is None:
+        return "n/a"
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2f} MB"
 
 
 def _params(r: Row) -> str:
@@ -306,7 +323,7 @@ def _num(value: float | None, digits: int) -> str:
 
 CSV_COLUMNS = [
     "setting", "vit", "jtm", "dec", "rank", "plan", "params_pct", "trainable", "total", "memory_mb",
-    "memory_kind", "open_acc", "open_std", "closed_acc", "closed_std", "global_acc", "global_std", "open_n",
+    "memory_kind", "stored_mb", "open_acc", "open_std", "closed_acc", "closed_std", "global_acc", "global_std", "open_n",
     "closed_n", "global_n", "image_gap", "image_closed_gap", "question_gap", "wall_s", "samples_per_s", "seeds",
     "n_seeds", "open_recall", "open_f1", "split", "inference", "rule", "runs",
 ]  # fmt: skip
@@ -325,7 +342,7 @@ def write_csv(rows: list[Row], rule: str, file: Path, root: Path) -> Path:
                 line[f"{k}_gap"] = r.gaps[k][0]
             line.update(
                 setting=r.setting, rank=r.rank, plan=r.plan, params_pct=r.params_pct, trainable=r.trainable,
-                total=r.total, memory_mb=r.memory_mb, memory_kind=r.memory_kind, wall_s=r.wall_s,
+                total=r.total, memory_mb=r.memory_mb, memory_kind=r.memory_kind, stored_mb=r.stored_mb, wall_s=r.wall_s,
                 samples_per_s=r.samples_per_s, seeds=" ".join(map(str, r.seeds)), n_seeds=len(r.runs),
                 open_recall=r.open_recall, open_f1=r.open_f1, split=r.split, inference=r.inference, rule=rule,
                 runs=" ".join(relative(x.path, root) for x in r.runs),

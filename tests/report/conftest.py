@@ -58,6 +58,7 @@ def fake_run(tmp_path, monkeypatch):
         wall=10.0,
         state="done",
         precision=None,
+        stored=None,
     ):
         cfg = Config(plan=parse_plan_notation(plan))
         cfg.train.seed, cfg.train.lr = seed, lr
@@ -69,6 +70,8 @@ def fake_run(tmp_path, monkeypatch):
         stats = {"wall_s": wall, "samples_per_s": 100.0 / wall, "peak_rss_mb": rss, "peak_allocated_mb": gpu}
         if precision is not None:  # what train_run records: the precision `auto` resolved to
             stats["precision"] = precision
+        if stored is not None:  # the size of the run's weights/ (runs before it was measured have none)
+            stats["stored_mb"] = stored
         run.write_json("train_stats.json", stats)
         for step in (1, 2, 3):
             run.append_jsonl("train_log.jsonl", {"step": step, "epoch": 1, "loss": 3.0 / step, "lr": lr})

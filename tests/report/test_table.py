@@ -242,3 +242,21 @@ def test_inference_tabulates_each_runs_answers_of_that_mode_wherever_it_keeps_th
     assert "split `test` of the `generate` answers" in report.markdown
     with pytest.raises(ValueError, match="unknown inference mode 'beam'"):
         write_report(runs_root, inference="beam")
+
+
+def test_what_each_task_stores_is_a_column_once_a_run_measured_it(fake_run, runs_root):
+    fake_run("full", acc=metrics(0.5, 0.5, 0.5))
+    assert "Stored" not in write_report(runs_root).markdown  # no run measured it: no column of n/a
+    fake_run("lora-s1", plan="F-LoRA_r4-LoRA_r4", pct=0.4, acc=metrics(0.5, 0.5, 0.5), stored=0.5)
+    fake_run("lora-s2", plan="F-LoRA_r4-LoRA_r4", pct=0.4, seed=2, acc=metrics(0.5, 0.5, 0.5), stored=0.7)
+    fake_run("tt", plan="F-T-T", pct=70.0, acc=metrics(0.5, 0.5, 0.5), stored=200.0)
+    md = write_report(runs_root).markdown
+    header = md.splitlines()[4]
+    assert "| #Params | Memory | Stored | Open |" in header
+    cells = [line.strip("| ").split(" | ") for line in md.splitlines()[6:9]]
+    stored_by_plan = {"-".join(c[:3]): c[6] for c in cells}
+    assert stored_by_plan == {"F-LoRA-LoRA": "0.60 MB", "F-T-T": "200 MB", "T-T-T": "n/a"}  # seeds: the mean
+    assert "Stored = what a run must keep for its task" in md
+    with open(runs_root / "report.csv", newline="") as handle:
+        stored = sorted(str(r["stored_mb"]) for r in csv.DictReader(handle))
+    assert stored == ["", "0.6", "200.0"]
