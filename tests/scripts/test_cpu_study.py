@@ -139,6 +139,21 @@ def test_on_a_fresh_machine_workflow_b_trains_its_plain_run_again_for_the_weight
     assert any(c.startswith("train configs/instruct/b-further.yaml train.seed=2") for c in calls)
 
 
+def test_workflow_b_finishes_an_interrupted_plain_run_before_it_starts(tmp_path):
+    root = make_root(tmp_path)
+    assert run_script(root, "F-T-T-s2")[0].returncode == 0
+    plain = root / "runs/study/slake/F-T-T-s2-aaaaaaa2"
+    shutil.rmtree(plain / "weights")  # as a lane killed mid-training leaves it
+    (plain / "status.json").write_text('{"state": "running"}')
+    result, calls = run_script(root, "b-further-s2")
+    assert result.returncode == 0, result.stderr
+    assert calls[:2] == [
+        "instruct build --source slake:train=../shared/data/slake --out runs/instruct/slake-train.json",
+        "sweep configs/sweeps/mile-small/study.yaml --only F-T-T-s2-aaaaaaa2",  # resumed, then exported
+    ]
+    assert calls[2] == "export runs/study/slake/F-T-T-s2-aaaaaaa2 runs/instruct/plain-export"
+
+
 def test_a_failed_step_is_reported_and_the_others_go_on(tmp_path):
     root = make_root(tmp_path)
     result, calls = run_script(root, "F-LN-LN-s1", "F-T-T-s1", fail="F-LN-LN-s1-bbbbbbb1")
