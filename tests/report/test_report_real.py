@@ -52,7 +52,7 @@ def test_the_report_command(tiny_study, tmp_path):
     runs, _ = tiny_study
     result = CliRunner().invoke(app, ["report", str(runs), "--rule", "answer_type", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "| ViT | JTM | Dec | Rank | #Params | Memory | Open | Closed | Global |" in result.output
+    assert "| ViT | JTM | Dec | Rank | #Params | Memory | Stored | Open | Closed | Global |" in result.output
     assert "rule `answer_type`" in result.output and "Not in the table" in result.output
     assert (tmp_path / "report.md").is_file() and (tmp_path / "loss_curves.png").is_file()
     with pytest.raises(FileNotFoundError, match="is not a directory"):  # a user error: one line, exit code 2
