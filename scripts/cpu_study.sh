@@ -88,7 +88,8 @@ instruct_step() {
     c-mixed-*) train_kept "$name" configs/instruct/c-mixed.yaml "train.seed=$seed" ;;
     b-further-*)
       # the converged model is F-T-T of that seed; on a fresh machine its kept record holds no weights, so it
-      # is trained again (deterministic on one thread; a lane training it already holds the run's lock)
+      # is trained again (bit-identical on the same CPU kind: bf16 kernels differ between AMX and AVX512_BF16
+      # machines; env.json names the CPU; a lane training it already holds the run's lock)
       plain=runs/study/slake/$(sweep_run "F-T-T-s$seed")
       [ -d "$plain/weights" ] || mile sweep "$study" --only "${plain##*/}" || return 1
       further "$seed" "$plain"

@@ -192,8 +192,21 @@ def environment() -> dict[str, Any]:
         "command": sys.argv,
         "packages": versions,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
     }
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (/proc/cpuinfo on Linux, else platform.processor()): bf16 kernels differ between CPU
+    kinds (AMX on a Xeon, AVX512_BF16 on a Zen 4), so runs are bit-identical only on the same kind."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _git_commit() -> str | None:

@@ -11,7 +11,7 @@ from mile.engine.build import build_session
 from mile.engine.checkpoint import latest_checkpoint
 from mile.engine.features import FeatureCache, fingerprint
 from mile.engine.inference import answer, evaluate_run, load_trained
-from mile.engine.rundir import RunDir
+from mile.engine.rundir import RunDir, cpu_model
 from mile.engine.train import NonFiniteLoss, train_run
 from mile.model.mile import MileModel
 
@@ -28,6 +28,8 @@ def test_train_writes_a_complete_run_directory(tiny_config, tmp_path):
         assert (run / name).is_file(), name
     assert run.is_done()
     assert (run.weights / "plan.json").is_file() and (run.weights / "manifest.json").is_file()
+    env = run.read_json("env.json")  # what says on which machine it ran: bf16 kernels differ by CPU kind
+    assert env["cpu_threads"] >= 1 and env["cpu"] and env["cpu"] == cpu_model()
     m = json.loads((run.eval_dir("test") / "metrics.json").read_text())
     assert m == metrics["test"] and m["n"] == 24 and m["global"]["n"] == 24
     assert (run.path / "eval" / "epoch-1" / "test" / "metrics.json").is_file()
