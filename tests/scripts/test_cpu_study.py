@@ -1,12 +1,11 @@
 """scripts/cpu_study.sh: the study's steps in order, split into lanes, the base first, resuming from kept records."""
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+from script_helpers import run_stubbed, stub_root
 
 # the study sweep as `mile sweep --dry-run` lists it (a cut of the real one: two frozen-ViT plans, one that trains
 # the ViT, and a plan whose name extends another's)
@@ -47,28 +46,15 @@ esac
 
 
 def make_root(tmp_path: Path) -> Path:
-    (tmp_path / "scripts").mkdir()
-    for name in ("cpu_study.sh", "study_lib.sh"):
-        shutil.copy(SCRIPTS / name, tmp_path / "scripts" / name)
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "mile").write_text(STUB)
-    (tmp_path / "bin" / "mile").chmod(0o755)
-    (tmp_path / "dry.txt").write_text(DRY_RUN)
-    return tmp_path
+    root = stub_root(tmp_path, "cpu_study.sh", STUB)
+    (root / "dry.txt").write_text(DRY_RUN)
+    return root
 
 
 def run_script(root: Path, *args: str, fail: str = "") -> tuple[subprocess.CompletedProcess, list[str]]:
-    calls = root / "calls.txt"
-    calls.unlink(missing_ok=True)
-    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "CALLS": str(calls),
-           "DRY": str(root / "dry.txt"), "FAIL": fail}  # fmt: skip
-    result = subprocess.run(
-        ["bash", str(root / "scripts" / "cpu_study.sh"), *args],
-        cwd=root, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return result, [
-        c for c in calls.read_text().splitlines() if "--dry-run" not in c
-    ] if calls.exists() else []
+    """The script's result and the stub's calls but the dry runs (the listing of the sweep's runs)."""
+    result, calls = run_stubbed(root, "cpu_study.sh", *args, DRY=str(root / "dry.txt"), FAIL=fail)
+    return result, [c for c in calls if "--dry-run" not in c]
 
 
 STEPS = ["base", "F-T-T-s1", "F-T-T-s2", "F-LN-LN-s1", "F-LN-LN-s2",

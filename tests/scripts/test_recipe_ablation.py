@@ -1,11 +1,10 @@
 """scripts/recipe_ablation.sh: each row's command, the base a base-ftt row needs, and resuming from kept records."""
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+from script_helpers import run_stubbed, stub_root
 
 # a stub `mile`: logs its calls; `train ... run.name=N` leaves a finished run, `export RUN OUT` a checkpoint
 STUB = """#!/usr/bin/env bash
@@ -21,24 +20,11 @@ esac
 
 
 def run_script(root: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    calls = root / "calls.txt"
-    calls.unlink(missing_ok=True)
-    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "CALLS": str(calls)}
-    result = subprocess.run(
-        ["bash", str(root / "scripts" / "recipe_ablation.sh"), *args],
-        cwd=root, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return result, calls.read_text().splitlines() if calls.exists() else []
+    return run_stubbed(root, "recipe_ablation.sh", *args)
 
 
 def make_root(tmp_path: Path) -> Path:
-    (tmp_path / "scripts").mkdir()
-    for name in ("recipe_ablation.sh", "study_lib.sh"):
-        shutil.copy(SCRIPTS / name, tmp_path / "scripts" / name)
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "mile").write_text(STUB)
-    (tmp_path / "bin" / "mile").chmod(0o755)
-    return tmp_path
+    return stub_root(tmp_path, "recipe_ablation.sh", STUB)
 
 
 def test_a_base_row_trains_and_exports_the_base_first_then_resumes_from_kept_records(tmp_path):
