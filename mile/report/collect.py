@@ -58,8 +58,8 @@ class RunRecord:
     def answers(self, split: str, inference: str | None = None) -> str:
         """Where the run keeps its `inference` answers on `split`, relative to it: eval/<split> for its own
         eval.inference, eval/<mode>/<split> for a mode `mile eval --inference` added (RunDir.inference_tag)."""
-        own = self.config.eval.inference if self.config else None
-        return f"eval/{split}" if inference in (None, own) else f"eval/{inference}/{split}"
+        tag = RunDir(self.path).inference_tag(inference) if inference else ""
+        return f"eval/{tag}/{split}" if tag else f"eval/{split}"
 
     def probe(self, split: str) -> dict[str, Any] | None:
         """`mile probe`'s eval/<split>/probe.json, if the run was probed (CorruptFile if it is not JSON)."""
