@@ -49,7 +49,9 @@ def compare_command(
         rows = compare.compare_runs(run_a, run_b, split, rule, inference)
     except compare.MissingPredictions as exc:
         mode = f" --inference {inference}" if inference else ""
-        raise compare.CompareError(f"{exc}: mile eval {exc.run_dir} --split {split}{mode}") from None
+        raise compare.CompareError(
+            f"{exc}; evaluate the run first: mile eval {exc.run_dir} --split {split}{mode}"
+        ) from None
     if as_json:
         head = {"a": str(run_a), "b": str(run_b), "split": split, "rule": rule, "inference": inference}
         typer.echo(json.dumps({**head, **compare.comparison_json(rows)}, indent=2))

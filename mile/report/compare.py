@@ -41,10 +41,11 @@ class CompareError(MileError, ValueError):
 
 
 class MissingPredictions(CompareError):
-    """A run holds no predictions on `split`: it is not evaluated on it (the caller may say how to)."""
+    """A run holds no predictions on `split` (eval/<split>, or eval/<mode>/<split>): it is not evaluated there
+    (the caller says how to)."""
 
     def __init__(self, file: Path, run_dir: Path, split: str):
-        super().__init__(f"{file}: not found; evaluate the run on {split!r} first")
+        super().__init__(f"{file}: not found")
         self.run_dir, self.split = run_dir, split
 
 
