@@ -6,6 +6,8 @@ Loading each is described in docs/export.md, and for `peft` in the README.md the
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -37,16 +39,44 @@ class ExportError(MileError, ValueError):
 
 
 def export_run(run: RunDir, directory: str | Path, fmt: str = "mile") -> Path:
-    """Write the run's model to `directory` in format `fmt` (one of FORMATS); returns the directory."""
+    """Write the run's model to `directory` in format `fmt` (one of FORMATS); returns the directory.
+
+    The export is written in full beside `directory` first, then moved in: a new directory appears complete
+    or not at all, and into an existing one each file is replaced whole, so a crash or a kill mid-export never
+    leaves an export that looks finished but lacks files (scripts test for model.safetensors)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid formats: {list(FORMATS)}")
     directory = Path(directory)
-    if fmt == "peft":
-        return _export_peft(run, directory)
-    session = _merged(run)
-    if fmt == "transformers":
-        return _export_transformers(session, run, directory)
-    return save_pretrained(session.model, session.tokenizer, directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        if fmt == "peft":
+            _export_peft(run, staging, directory)
+        elif fmt == "transformers":
+            _export_transformers(_merged(run), run, staging)
+        else:
+            session = _merged(run)
+            save_pretrained(session.model, session.tokenizer, staging)
+        _move_in(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _move_in(staging: Path, directory: Path) -> None:
+    """Put the finished export at `directory`: one rename when it is new, else each file replaced whole."""
+    try:
+        staging.rename(directory)  # fails if directory exists (and is not empty)
+        return
+    except OSError:
+        if not directory.is_dir():
+            raise
+    for file in sorted(staging.rglob("*")):
+        target = directory / file.relative_to(staging)
+        if file.is_dir():
+            target.mkdir(exist_ok=True)
+        else:
+            os.replace(file, target)
 
 
 def _merged(run: RunDir) -> Session:
@@ -79,9 +109,9 @@ def _refuse(run: RunDir, towers: list[str], why: str) -> None:
 
 
 # -- peft ----------------------------------------------------------------------------------------------------
-def _export_peft(run: RunDir, out: Path) -> Path:
+def _export_peft(run: RunDir, out: Path, final: Path) -> Path:
     """OUT/<tower>/ per peft-backed tower (peft's own files) and OUT/base/ (our format: everything else,
-    trained towers and partially trained weights included)."""
+    trained towers and partially trained weights included); its README names the `final` folder."""
     why = "is native to mile and has no peft tuner, so --format peft cannot hold it (nor can --format mile: "
     why += "it does not merge)"
     _refuse(run, _native(run), why)
@@ -94,7 +124,7 @@ def _export_peft(run: RunDir, out: Path) -> Path:
     # peft's layers out, the tower's own modules back; trained base weights (full, partial) stay in place
     model = session.tuning.unload(merge=False)
     save_pretrained(model, session.tokenizer, out / BASE)
-    atomic_write_text(out / "README.md", _peft_readme(out, adapters))
+    atomic_write_text(out / "README.md", _peft_readme(final, adapters))
     return out
 
 

@@ -180,3 +180,25 @@ def test_transformers_export_refuses_a_model_blip_cannot_hold(tmp_path, mile_cli
 def _cut_after_eos(seqs, eos):
     after = (seqs == eos).long().cumsum(1) - (seqs == eos).long() > 0
     return seqs.masked_fill(after, 0)
+
+
+def test_an_export_that_fails_midway_leaves_no_export_and_a_later_one_replaces_files(tmp_path, monkeypatch):
+    run = _train(tmp_path / "run", "model.size=tiny")
+    out = tmp_path / "out"
+
+    def broken(model, tokenizer, directory):  # dies after writing the weights, before config.json and vocab
+        (directory / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mile.engine.export.save_pretrained", broken)
+    with pytest.raises(KeyboardInterrupt):
+        export_run(run, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "run"]  # nor a staging folder left
+    monkeypatch.undo()
+    export_run(run, out)
+    first = (out / "model.safetensors").read_bytes()
+    (out / "notes.txt").write_text("mine")  # an existing folder: its files are replaced, others kept
+    export_run(run, out)
+    assert (out / "model.safetensors").read_bytes() == first and (out / "notes.txt").read_text() == "mine"
+    assert {"config.json", "model.safetensors", "notes.txt", "vocab.txt"} <= {p.name for p in out.iterdir()}
+    load_model(out)

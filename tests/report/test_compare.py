@@ -210,7 +210,9 @@ def test_inference_reads_each_runs_answers_of_that_mode_wherever_it_keeps_them(t
 
     shutil.rmtree(a / "eval" / "rank")  # a never ranked: the command says where it looked and how to add them
     result = CliRunner().invoke(app, ["compare", str(a), str(b), "--split", "test", "--inference", "rank"])
-    assert isinstance(result.exception, CompareError)  # the entry point prints it as one line (mile.cli.errors)
+    assert isinstance(
+        result.exception, CompareError
+    )  # the entry point prints it as one line (mile.cli.errors)
     assert str(result.exception) == (
         f"{a / 'eval' / 'rank' / 'test' / 'predictions.jsonl'}: not found; evaluate the run first: "
         f"mile eval {a} --split test --inference rank"
