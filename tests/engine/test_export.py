@@ -198,6 +198,7 @@ def test_an_export_that_fails_midway_leaves_no_export_and_a_later_one_replaces_f
     export_run(run, out)
     first = (out / "model.safetensors").read_bytes()
     (out / "notes.txt").write_text("mine")  # an existing folder: its files are replaced, others kept
+    (out / "model.safetensors").write_bytes(b"stale")
     export_run(run, out)
     assert (out / "model.safetensors").read_bytes() == first and (out / "notes.txt").read_text() == "mine"
     assert {"config.json", "model.safetensors", "notes.txt", "vocab.txt"} <= {p.name for p in out.iterdir()}
