@@ -62,6 +62,9 @@ class ModelSection(Section):
         return value
 
 
+# eval.inference: how answers are produced; a mode other than a run's own keeps its answers in eval/<mode>/<split>
+INFERENCES = ("generate", "rank")
+
 # the registry's names plus `demo`, the bundled VQA-RAD sample (mile.engine.datasets gives it its root)
 DATASETS = ("demo", *dataset_names())
 
@@ -155,7 +158,7 @@ class EvalSection(Section):
     min_new_tokens: int = Field(default=1, ge=0, le=MAX_TOKENS)  # no [SEP] before this many: no empty answers
     batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
     # generate the answer token by token, or rank: pick it from the candidate answers by likelihood (BLIP's VQA)
-    inference: Literal["generate", "rank"] = "generate"
+    inference: Literal[INFERENCES] = "generate"
     rank_top_k: int = Field(default=128, ge=1, le=MAX_COUNT)  # candidates preselected by their first token
     answer_list: str | None = None  # rank: a JSON list of candidate answers; default: the training split's
     merge_adapters: bool = True  # merge LoRA-family adapters for evaluation when exact

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mile.config import ConfigError, load_config, merge_config, override_layer
+from mile.config import INFERENCES, ConfigError, load_config, merge_config, override_layer
 
 # The way out of a RunConflict, in this command's words.
 RESTART_HINT = (
@@ -55,7 +55,7 @@ def eval_command(
             raise ConfigError(f"--data {item!r} is not of the form key=value")
         layer = merge_config(layer, override_layer(f"data.{item}"))
     chosen = splits or run.config().data.eval_splits
-    if inference not in (None, "generate", "rank"):
+    if inference not in (None, *INFERENCES):
         raise ConfigError(f"--inference {inference!r}: expected generate or rank")
     for metrics in evaluate_run(run, chosen, layer["data"], inference).values():
         typer.echo(format_metrics(metrics))

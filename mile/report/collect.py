@@ -17,6 +17,8 @@ import yaml
 from mile.config import Config, ConfigError
 from mile.engine.rundir import RunDir
 
+from .compare import inference_split
+
 MARKERS = ("env.json", "status.json")
 # What the table reads from a metrics.json (mile.engine.metrics.score writes all of it): {"acc", "n"} of each
 METRIC_GROUPS = (
@@ -58,8 +60,7 @@ class RunRecord:
     def answers(self, split: str, inference: str | None = None) -> str:
         """Where the run keeps its `inference` answers on `split`, relative to it: eval/<split> for its own
         eval.inference, eval/<mode>/<split> for a mode `mile eval --inference` added (RunDir.inference_tag)."""
-        tag = RunDir(self.path).inference_tag(inference) if inference else ""
-        return f"eval/{tag}/{split}" if tag else f"eval/{split}"
+        return f"eval/{inference_split(self.path, split, inference)}"
 
     def probe(self, split: str) -> dict[str, Any] | None:
         """`mile probe`'s eval/<split>/probe.json, if the run was probed (CorruptFile if it is not JSON)."""

@@ -14,6 +14,7 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
+from mile.config import INFERENCES
 from mile.data.answers import YES_NO, normalize_answer
 from mile.errors import MileError
 
@@ -121,7 +122,7 @@ def inference_split(run_dir: Path, split: str, inference: str | None) -> str:
     that is the run's own eval.inference, eval/<inference>/<split> when `mile eval --inference` added it."""
     if inference is None:
         return split
-    if inference not in ("generate", "rank"):
+    if inference not in INFERENCES:
         raise CompareError(f"inference {inference!r}: expected generate or rank")
     from mile.engine.rundir import RunDir
 

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mile.atomic import atomic_write_text
+from mile.config import INFERENCES
 from mile.errors import MileError
 from mile.report import Report
 
@@ -38,8 +39,6 @@ from .compare import QUESTION_FIELDS, CompareError, MissingPredictions, is_close
 from .table import RULES, ReportError, Row, caption, markdown_table
 
 IMAGE_MODES = ("embed", "none")
-# eval.inference's choices; predictions under a mode other than the run's own are in eval/<mode>/<split>/
-INFERENCE_MODES = ("generate", "rank")
 THUMB_PX = 128
 HTML_PLOTS = ("acc_vs_params.png", "acc_vs_memory.png", "acc_vs_time.png")  # loss curves stay in report.md
 LEFT_OUT = (
@@ -121,7 +120,7 @@ def prediction_sets(rows: list[Row], root: Path) -> tuple[list[PredictionSet], l
     for row in rows:
         for run in row.runs:
             name, main = relative(run.path, root), run.config.eval.inference
-            for mode in (main, *[m for m in INFERENCE_MODES if m != main]):
+            for mode in (main, *[m for m in INFERENCES if m != main]):
                 sub = row.split if mode == main else f"{mode}/{row.split}"
                 try:
                     found = read_predictions(run.path, sub)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mile.config import INFERENCES
 from mile.errors import MileError
 from mile.sweep.naming import config_leaves, format_value, varying_keys
 from mile.tuning.base import TOWERS
@@ -41,7 +42,6 @@ _SEED_SUFFIX = re.compile(r"-s\d+$")
 # run directories' names without a trailing -s<seed> (plain, plain-s2 -> plain), for hand-named runs whose
 # configs differ in many keys at once (the instruction workflows).
 LABELS = ("config", "dir")
-INFERENCES = ("generate", "rank")  # eval.inference: the answers a row tabulates
 
 
 @dataclass
